@@ -1,15 +1,28 @@
 """tokenshape: dense token-level rewards for RLHF from explained reward models."""
 
+from tokenshape.attribution import METHODS, Attributor, attribute, register_method
 from tokenshape.errors import (
     InvalidArgumentError,
     MissingModelError,
     RewardFunctionError,
     TokenShapeError,
 )
+from tokenshape.reward import RewardFn, SequenceClassifierReward, StringScorerReward
+from tokenshape.shaping.params import ShapingParams
+from tokenshape.types import TokenAttribution
 
 __all__ = [
+    "METHODS",
+    "Attributor",
     "InvalidArgumentError",
     "MissingModelError",
+    "RewardFn",
     "RewardFunctionError",
+    "SequenceClassifierReward",
+    "ShapingParams",
+    "StringScorerReward",
+    "TokenAttribution",
     "TokenShapeError",
+    "attribute",
+    "register_method",
 ]

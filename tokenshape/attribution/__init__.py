@@ -1,0 +1,26 @@
+"""Attribution methods, one per file, sharing one verb: :func:`attribute`."""
+
+from tokenshape.attribution.api import METHODS, attribute, make_attributor, register_method
+from tokenshape.attribution.attention import AttentionAttributor
+from tokenshape.attribution.base import Attributor, CoalitionAttributor, CoalitionPlan, GameAttribution
+from tokenshape.attribution.exact import ExactShapleyAttributor, shapley_from_values
+from tokenshape.attribution.kernel_shap import KernelShapAttributor
+from tokenshape.attribution.lime import LimeAttributor
+from tokenshape.attribution.occlusion import OcclusionAttributor
+
+__all__ = [
+    "METHODS",
+    "AttentionAttributor",
+    "Attributor",
+    "CoalitionAttributor",
+    "CoalitionPlan",
+    "ExactShapleyAttributor",
+    "GameAttribution",
+    "KernelShapAttributor",
+    "LimeAttributor",
+    "OcclusionAttributor",
+    "attribute",
+    "make_attributor",
+    "register_method",
+    "shapley_from_values",
+]

@@ -1,0 +1,57 @@
+"""Attention-based credit (ABC, arXiv 2402.00782): the reward model's own attention.
+
+The last layer's attention from the scoring position, averaged over heads, is restricted to the
+response and renormalised into shares alpha_u over the units (a unit sums its tokens' attention).
+The scores distribute the full reward, scores_u = v(all) * alpha_u, so the base value is 0. The
+attention comes from the same forward that computes v(all): no extra rows.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from tokenshape.attribution.base import Attributor, GameAttribution
+from tokenshape.errors import InvalidArgumentError
+from tokenshape.game import RewardGame
+from tokenshape.reward import check_reward_output
+
+__all__ = ["AttentionAttributor"]
+
+
+class AttentionAttributor(Attributor):
+    """Attention credit; one row per sequence, whatever the budget."""
+
+    name = "attention"
+
+    def attribute_game(self, game: RewardGame, *, budget: int | None, seed: int) -> GameAttribution:
+        reward_fn = game.evaluator.reward_fn
+        if not hasattr(reward_fn, "scoring_attention"):
+            raise InvalidArgumentError(
+                "reward_fn",
+                reward_fn,
+                "a reward function with scoring_attention (e.g. SequenceClassifierReward) for "
+                "method='attention'",
+            )
+        chunk = game.evaluator.chunk_rows(game.input_ids.shape[1])
+        values, attention = [], []
+        for start in range(0, game.batch_size, chunk):
+            stop = min(start + chunk, game.batch_size)
+            value, weights = reward_fn.scoring_attention(
+                game.input_ids[start:stop], game.attention_mask[start:stop]
+            )
+            values.append(check_reward_output(value, stop - start, name=game.evaluator.name))
+            attention.append(weights.double())
+            game.evaluator.rows += stop - start
+        full = torch.cat(values)
+        weights = torch.cat(attention).to(game.input_ids.device)
+        scores = []
+        for b, n_units in enumerate(game.n_units):
+            units = game.unit_index[b]
+            on_units = units >= 0
+            share = torch.zeros(n_units, dtype=torch.float64, device=weights.device)
+            share.index_add_(0, units[on_units], weights[b, on_units])
+            total = share.sum()
+            share = share / total if total > 0 else torch.full_like(share, 1.0 / n_units)
+            scores.append(full[b].to(share.device) * share)
+        rows = torch.ones(game.batch_size, dtype=torch.long)
+        return GameAttribution(scores, torch.zeros_like(full), full, rows)

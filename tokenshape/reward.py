@@ -1,0 +1,241 @@
+"""Reward functions: the value a reward game asks for, one float per token sequence.
+
+A reward function is any callable ``(input_ids: LongTensor[B, L], attention_mask: LongTensor[B, L])
+-> Tensor[B]``. Two adapters cover the usual cases:
+
+* :class:`SequenceClassifierReward` wraps a Hugging Face sequence classifier (one logit, or the
+  difference of two logits such as positive minus negative). It also exposes the classifier's
+  attention from the scoring position, which the ``attention`` method reads.
+* :class:`StringScorerReward` wraps a scorer of strings (VADER, any Python function): rows are
+  decoded with a tokenizer, special tokens dropped, and scored as text.
+
+Adapters carry the tokenizer they were built with (``.tokenizer``) so that word and sentence units,
+replacement tokens and alignment can be derived without further arguments.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Protocol, runtime_checkable
+
+import torch
+from torch import Tensor
+
+from tokenshape.errors import InvalidArgumentError, RewardFunctionError
+
+__all__ = [
+    "RewardFn",
+    "SequenceClassifierReward",
+    "StringScorerReward",
+    "check_reward_output",
+]
+
+
+@runtime_checkable
+class RewardFn(Protocol):
+    """``(input_ids: LongTensor[B, L], attention_mask: LongTensor[B, L]) -> Tensor[B]``."""
+
+    def __call__(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor: ...
+
+
+def check_reward_output(values: object, n_rows: int, *, name: str = "reward_fn") -> Tensor:
+    """Validate what a reward function returned for ``n_rows`` rows.
+
+    Args:
+        values: the returned object; must be a floating tensor of shape ``(n_rows,)``.
+        n_rows: the number of rows that were scored.
+        name: how the reward function is called in the error message.
+
+    Returns:
+        Tensor[n_rows]: the values as float64 on their own device.
+
+    Raises:
+        RewardFunctionError: wrong type, wrong shape, or a NaN / infinite value. NaN is never
+            turned into zero.
+    """
+    if not isinstance(values, Tensor):
+        raise RewardFunctionError(
+            f"{name} returned {type(values).__name__}: expected a torch.Tensor of shape ({n_rows},)"
+        )
+    if values.shape != (n_rows,):
+        raise RewardFunctionError(
+            f"{name} returned shape {tuple(values.shape)}: expected ({n_rows},), one value per row"
+        )
+    if not values.is_floating_point():
+        raise RewardFunctionError(f"{name} returned dtype {values.dtype}: expected a float dtype")
+    bad = ~torch.isfinite(values)
+    if bool(bad.any()):
+        rows = bad.nonzero().flatten()[:5].tolist()
+        raise RewardFunctionError(
+            f"{name} returned non-finite values {values[bad][:5].tolist()} at rows {rows}: "
+            "expected finite floats"
+        )
+    return values.to(torch.float64)
+
+
+def _model_device(model: torch.nn.Module) -> torch.device:
+    for parameter in model.parameters():
+        return parameter.device
+    return torch.device("cpu")
+
+
+class SequenceClassifierReward:
+    """A Hugging Face sequence classifier as a reward function.
+
+    The reward is ``logits[:, label]``, or ``logits[:, label] - logits[:, minus_label]`` when
+    ``minus_label`` is given (e.g. positive minus negative sentiment).
+
+    Args:
+        model: an ``AutoModelForSequenceClassification``-style module returning ``.logits`` of shape
+            ``B x num_labels``.
+        tokenizer: the model's tokenizer (used for units, replacement tokens and alignment).
+        label: index of the scored logit.
+        minus_label: index of a logit subtracted from it, or None.
+        scoring_position: where the classifier reads the sequence: ``"first"`` (BERT-style [CLS]),
+            ``"last"`` (the last attended token, decoder classifiers) or ``"auto"`` (``"last"`` when
+            the model has a ``score`` head, as decoder classifiers in transformers do, else
+            ``"first"``). Only the ``attention`` method uses it.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        tokenizer=None,
+        *,
+        label: int = 0,
+        minus_label: int | None = None,
+        scoring_position: str = "auto",
+    ) -> None:
+        num_labels = int(getattr(getattr(model, "config", None), "num_labels", 1))
+        for arg, value in (("label", label), ("minus_label", minus_label)):
+            if value is not None and not (isinstance(value, int) and 0 <= value < num_labels):
+                raise InvalidArgumentError(arg, value, f"a logit index in [0, {num_labels})")
+        if scoring_position not in ("auto", "first", "last"):
+            raise InvalidArgumentError(
+                "scoring_position", scoring_position, "'auto', 'first' or 'last'"
+            )
+        if scoring_position == "auto":
+            scoring_position = "last" if hasattr(model, "score") else "first"
+        self.model = model
+        self.tokenizer = tokenizer
+        self.label = label
+        self.minus_label = minus_label
+        self.scoring_position = scoring_position
+        self.__name__ = type(model).__name__
+
+    @property
+    def device(self) -> torch.device:
+        """The device of the wrapped model's parameters."""
+        return _model_device(self.model)
+
+    def _reward_from_logits(self, logits: Tensor) -> Tensor:
+        reward = logits[:, self.label]
+        if self.minus_label is not None:
+            reward = reward - logits[:, self.minus_label]
+        return reward.float()
+
+    def __call__(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+        """Score rows. ``input_ids, attention_mask: B x L`` -> ``B``."""
+        device = self.device
+        with torch.inference_mode():
+            logits = self.model(
+                input_ids=input_ids.to(device), attention_mask=attention_mask.to(device)
+            ).logits
+        return self._reward_from_logits(logits)
+
+    def scoring_attention(self, input_ids: Tensor, attention_mask: Tensor) -> tuple[Tensor, Tensor]:
+        """The reward and the last layer's attention from the scoring position, heads averaged.
+
+        Args:
+            input_ids: ``B x L``.
+            attention_mask: ``B x L``.
+
+        Returns:
+            (reward ``B``, attention ``B x L``): each attention row is a distribution over the
+            attended positions of that row.
+        """
+        device = self.device
+        ids, mask = input_ids.to(device), attention_mask.to(device)
+        previous = getattr(self.model.config, "_attn_implementation", None)
+        switch = previous not in (None, "eager") and hasattr(self.model, "set_attn_implementation")
+        if switch:
+            self.model.set_attn_implementation("eager")
+        try:
+            with torch.inference_mode():
+                out = self.model(input_ids=ids, attention_mask=mask, output_attentions=True)
+        finally:
+            if switch:
+                self.model.set_attn_implementation(previous)
+        if not out.attentions:
+            raise RewardFunctionError(
+                f"{self.__name__} returned no attentions: expected a transformers model that "
+                "supports output_attentions=True"
+            )
+        last_layer = out.attentions[-1].float().mean(dim=1)  # B x L x L
+        if self.scoring_position == "first":
+            position = torch.zeros(ids.shape[0], dtype=torch.long, device=device)
+        else:
+            columns = torch.arange(ids.shape[1], device=device)
+            position = torch.where(mask.bool(), columns, -1).amax(dim=1)
+        rows = torch.arange(ids.shape[0], device=device)
+        return self._reward_from_logits(out.logits), last_layer[rows, position]
+
+
+class StringScorerReward:
+    """A scorer of strings as a reward function.
+
+    Each row is decoded with ``tokenizer`` (attended tokens only, special tokens skipped, so a
+    masked position holding the mask or pad token simply disappears from the text) and scored.
+
+    Args:
+        scorer: ``str -> float``, or ``list[str] -> list[float]`` with ``batched=True``.
+        tokenizer: the tokenizer whose ids the game works on.
+        batched: whether ``scorer`` takes the whole list of texts at once.
+        name: the reward's name in messages and metrics (default: the scorer's ``__name__``).
+    """
+
+    def __init__(
+        self,
+        scorer: Callable[[str], float] | Callable[[Sequence[str]], Sequence[float]],
+        tokenizer,
+        *,
+        batched: bool = False,
+        name: str | None = None,
+    ) -> None:
+        if not callable(scorer):
+            raise InvalidArgumentError("scorer", scorer, "a callable scoring strings")
+        if tokenizer is None or not hasattr(tokenizer, "decode"):
+            raise InvalidArgumentError("tokenizer", tokenizer, "a tokenizer with .decode")
+        self.scorer = scorer
+        self.tokenizer = tokenizer
+        self.batched = batched
+        self.__name__ = name or getattr(scorer, "__name__", type(scorer).__name__)
+        self.device = torch.device("cpu")
+
+    def decode(self, input_ids: Tensor, attention_mask: Tensor) -> list[str]:
+        """The text of each row. ``B x L`` -> ``B`` strings."""
+        ids = input_ids.cpu()
+        keep = attention_mask.cpu().bool()
+        return [
+            self.tokenizer.decode(row[row_keep].tolist(), skip_special_tokens=True)
+            for row, row_keep in zip(ids, keep)
+        ]
+
+    def __call__(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+        """Score rows. ``input_ids, attention_mask: B x L`` -> ``B`` (float64)."""
+        texts = self.decode(input_ids, attention_mask)
+        if self.batched:
+            scores = list(self.scorer(texts))
+        else:
+            scores = [self.scorer(text) for text in texts]
+        if len(scores) != len(texts):
+            raise RewardFunctionError(
+                f"{self.__name__} returned {len(scores)} scores for {len(texts)} texts: "
+                "expected one per text"
+            )
+        try:
+            return torch.tensor([float(score) for score in scores], dtype=torch.float64)
+        except (TypeError, ValueError) as error:
+            raise RewardFunctionError(
+                f"{self.__name__} returned {scores[:5]!r}...: expected numbers"
+            ) from error
