@@ -8,13 +8,14 @@ from tokenshape.errors import (
     TokenShapeError,
 )
 from tokenshape.reward import RewardFn, SequenceClassifierReward, StringScorerReward
-from tokenshape.shaping.params import ShapingParams
+from tokenshape.shaping import LinearShaper, ShapingParams, shape_rewards
 from tokenshape.types import TokenAttribution
 
 __all__ = [
     "METHODS",
     "Attributor",
     "InvalidArgumentError",
+    "LinearShaper",
     "MissingModelError",
     "RewardFn",
     "RewardFunctionError",
@@ -25,4 +26,5 @@ __all__ = [
     "TokenShapeError",
     "attribute",
     "register_method",
+    "shape_rewards",
 ]
