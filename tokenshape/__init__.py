@@ -5,6 +5,7 @@ from tokenshape.errors import (
     InvalidArgumentError,
     MissingModelError,
     RewardFunctionError,
+    StudyStoreError,
     TokenShapeError,
 )
 from tokenshape.reward import RewardFn, SequenceClassifierReward, StringScorerReward
@@ -17,14 +18,30 @@ __all__ = [
     "InvalidArgumentError",
     "LinearShaper",
     "MissingModelError",
+    "ObjectiveResult",
     "RewardFn",
     "RewardFunctionError",
     "SequenceClassifierReward",
     "ShapingParams",
     "StringScorerReward",
+    "StudyResult",
+    "StudyStoreError",
     "TokenAttribution",
     "TokenShapeError",
+    "TrialStore",
     "attribute",
     "register_method",
     "shape_rewards",
+    "tune_shaping",
 ]
+
+# The tuning loop imports BoTorch, which is slow to import: load it on first use.
+_TUNING_NAMES = ("ObjectiveResult", "StudyResult", "TrialStore", "tune_shaping")
+
+
+def __getattr__(name: str):
+    if name in _TUNING_NAMES:
+        import tokenshape.tuning
+
+        return getattr(tokenshape.tuning, name)
+    raise AttributeError(f"module 'tokenshape' has no attribute {name!r}")

@@ -8,7 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["TokenShapeError", "InvalidArgumentError", "RewardFunctionError", "MissingModelError"]
+__all__ = [
+    "InvalidArgumentError",
+    "MissingModelError",
+    "RewardFunctionError",
+    "StudyStoreError",
+    "TokenShapeError",
+]
 
 
 class TokenShapeError(Exception):
@@ -40,3 +46,10 @@ class RewardFunctionError(TokenShapeError, ValueError):
 
 class MissingModelError(TokenShapeError, FileNotFoundError):
     """A cached model that a command needs has not been built yet."""
+
+
+class StudyStoreError(TokenShapeError):
+    """A study folder can't be used: its file is not a tokenshape study, is damaged, or is in use.
+
+    Raised before anything is written, so the file that caused it is left as it was.
+    """

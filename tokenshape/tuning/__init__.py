@@ -1,0 +1,22 @@
+"""The outer loop: Bayesian optimisation of the shaping weights, with trials kept on disk."""
+
+from tokenshape.tuning.optimizer import (
+    ObjectiveResult,
+    StudyResult,
+    propose_candidates,
+    tune_shaping,
+)
+from tokenshape.tuning.space import SimplexSpace
+from tokenshape.tuning.store import TRIAL_STATUSES, StudyInfo, Trial, TrialStore
+
+__all__ = [
+    "TRIAL_STATUSES",
+    "ObjectiveResult",
+    "SimplexSpace",
+    "StudyInfo",
+    "StudyResult",
+    "Trial",
+    "TrialStore",
+    "propose_candidates",
+    "tune_shaping",
+]
