@@ -1,5 +1,6 @@
 """tokenshape: dense token-level rewards for RLHF from explained reward models."""
 
+from tokenshape.alignment import align_scores, align_to_policy
 from tokenshape.attribution import METHODS, Attributor, attribute, register_method
 from tokenshape.errors import (
     InvalidArgumentError,
@@ -29,6 +30,8 @@ __all__ = [
     "TokenAttribution",
     "TokenShapeError",
     "TrialStore",
+    "align_scores",
+    "align_to_policy",
     "attribute",
     "register_method",
     "shape_rewards",

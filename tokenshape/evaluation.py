@@ -87,9 +87,9 @@ class ChunkedEvaluator:
             try:
                 values = self.reward_fn(ids, mask)
             except torch.cuda.OutOfMemoryError:
-                if chunk == 1:
+                if stop - start == 1:
                     raise
-                chunk = max(1, chunk // 2)
+                chunk = max(1, (stop - start) // 2)
                 torch.cuda.empty_cache()
                 continue
             out.append(check_reward_output(values, stop - start, name=self.name))

@@ -12,7 +12,7 @@ from torch import Tensor
 
 from tokenshape.errors import InvalidArgumentError
 from tokenshape.evaluation import ChunkedEvaluator
-from tokenshape.masking import Masking
+from tokenshape.masking import Masking, is_left_padded
 
 __all__ = ["RewardGame"]
 
@@ -44,6 +44,8 @@ class RewardGame:
         self.n_units = [int(m) for m in n_units.tolist()]
         self.masking = masking
         self.evaluator = evaluator
+        # Decided once for the batch, so a row is packed the same way whatever chunk it lands in.
+        self.left_padded = is_left_padded(attention_mask)
 
     @property
     def batch_size(self) -> int:
@@ -88,7 +90,9 @@ class RewardGame:
             units = self.unit_index[rows]
             keep = keep_units[start:stop].gather(1, units.clamp(min=0))
             keep = torch.where(units >= 0, keep, True)
-            return self.masking.apply(self.input_ids[rows], self.attention_mask[rows], keep)
+            return self.masking.apply(
+                self.input_ids[rows], self.attention_mask[rows], keep, left_padded=self.left_padded
+            )
 
         flat = self.evaluator.evaluate(owner.numel(), self.input_ids.shape[1], build)
         counts = [z.shape[0] for z in coalitions]

@@ -6,7 +6,10 @@
   model reads the last non-pad token, so padding ids inside a row would move its scoring position.
 * Removal deletes the hidden tokens and re-packs the row (shorter rows, a different game: its
   Shapley values are those of the text without the words, not of the text with blanks). The
-  scoring token is a special or prompt token in the usual layouts and so is never removed.
+  scoring token is a special or prompt token in the usual layouts and so is never removed. Rows
+  keep the padding side of the batch they come from, and the slots the removed tokens leave hold
+  the tokenizer's pad token: a decoder classifier finds its scoring position as the last token
+  that is not the pad token, so a removed token left in a padding slot would move it.
 """
 
 from __future__ import annotations
@@ -18,7 +21,13 @@ from torch import Tensor
 
 from tokenshape.errors import InvalidArgumentError
 
-__all__ = ["Masking", "resolve_masking", "MASKING_NAMES"]
+__all__ = [
+    "MASKING_NAMES",
+    "Masking",
+    "check_masking",
+    "is_left_padded",
+    "resolve_masking",
+]
 
 MASKING_NAMES = ("auto", "mask", "unk", "pad", "remove")
 
@@ -30,13 +39,21 @@ class Masking:
     Attributes:
         remove: delete hidden tokens and re-pack, instead of replacing them.
         token_id: the replacement token (None when ``remove``).
+        pad_id: with ``remove``, the token written into the padding slots that removed tokens
+            leave (None: those slots keep the removed tokens' ids, unattended).
     """
 
     remove: bool
     token_id: int | None = None
+    pad_id: int | None = None
 
     def apply(
-        self, input_ids: Tensor, attention_mask: Tensor, keep_mask: Tensor
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor,
+        keep_mask: Tensor,
+        *,
+        left_padded: bool | None = None,
     ) -> tuple[Tensor, Tensor]:
         """Hide the tokens where ``keep_mask`` is False.
 
@@ -44,6 +61,8 @@ class Masking:
             input_ids: ``R x L``.
             attention_mask: ``R x L``.
             keep_mask: ``R x L`` bool; False on the tokens of hidden units.
+            left_padded: with ``remove``, pack kept tokens to the right (True) or the left
+                (False); None decides from these rows (see :func:`is_left_padded`).
 
         Returns:
             (input_ids, attention_mask), ``R x L`` for replacement, ``R x L'`` (L' <= L, columns
@@ -54,9 +73,8 @@ class Masking:
         attended = attention_mask.bool() & keep_mask
         length = input_ids.shape[1]
         columns = torch.arange(length, device=input_ids.device).expand_as(input_ids)
-        left_padded = bool((~attention_mask[:, 0].bool()).any()) and bool(
-            attention_mask[:, -1].bool().all()
-        )
+        if left_padded is None:
+            left_padded = is_left_padded(attention_mask)
         # Sort kept tokens to the front (right padding) or the back (left padding), order kept.
         if left_padded:
             key = torch.where(attended, columns + length, columns)
@@ -65,14 +83,36 @@ class Masking:
         order = key.argsort(dim=1, stable=True)
         ids = input_ids.gather(1, order)
         mask = attended.gather(1, order).to(attention_mask.dtype)
+        if self.pad_id is not None:
+            ids = torch.where(mask.bool(), ids, self.pad_id)
         width = int(attended.sum(dim=1).max())
         if left_padded:
             return ids[:, length - width :], mask[:, length - width :]
         return ids[:, :width], mask[:, :width]
 
 
+def is_left_padded(attention_mask: Tensor) -> bool:
+    """Whether a batch is left-padded: some row starts with padding and every row ends attended.
+
+    Args:
+        attention_mask: ``B x L``.
+    """
+    attended = attention_mask.bool()
+    return bool((~attended[:, 0]).any()) and bool(attended[:, -1].all())
+
+
 def _candidate(tokenizer, name: str) -> int | None:
     return getattr(tokenizer, f"{name}_token_id", None) if tokenizer is not None else None
+
+
+def check_masking(masking: str | int) -> None:
+    """Check the form of the user's ``masking`` argument (a known name or a token id >= 0)."""
+    if isinstance(masking, bool) or not isinstance(masking, (str, int)):
+        raise InvalidArgumentError("masking", masking, f"one of {MASKING_NAMES} or a token id")
+    if isinstance(masking, int) and masking < 0:
+        raise InvalidArgumentError("masking", masking, "a token id >= 0")
+    if isinstance(masking, str) and masking not in MASKING_NAMES:
+        raise InvalidArgumentError("masking", masking, f"one of {MASKING_NAMES} or a token id")
 
 
 def resolve_masking(masking: str | int, tokenizer=None) -> Masking:
@@ -82,16 +122,12 @@ def resolve_masking(masking: str | int, tokenizer=None) -> Masking:
         masking: ``"auto"``, ``"mask"``, ``"unk"``, ``"pad"``, ``"remove"`` or a token id.
         tokenizer: where the named tokens come from.
     """
-    if isinstance(masking, bool) or not isinstance(masking, (str, int)):
-        raise InvalidArgumentError("masking", masking, f"one of {MASKING_NAMES} or a token id")
+    check_masking(masking)
     if isinstance(masking, int):
-        if masking < 0:
-            raise InvalidArgumentError("masking", masking, "a token id >= 0")
         return Masking(remove=False, token_id=masking)
-    if masking not in MASKING_NAMES:
-        raise InvalidArgumentError("masking", masking, f"one of {MASKING_NAMES} or a token id")
     if masking == "remove":
-        return Masking(remove=True)
+        pad = _candidate(tokenizer, "pad")
+        return Masking(remove=True, pad_id=None if pad is None else int(pad))
     if tokenizer is None:
         raise InvalidArgumentError(
             "tokenizer", None, f"a tokenizer to look up the replacement token of masking={masking!r}"

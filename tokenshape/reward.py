@@ -47,7 +47,8 @@ def check_reward_output(values: object, n_rows: int, *, name: str = "reward_fn")
         name: how the reward function is called in the error message.
 
     Returns:
-        Tensor[n_rows]: the values as float64 on their own device.
+        Tensor[n_rows]: the values as float64 on their own device, detached from any autograd
+        graph (attributions are not differentiated through).
 
     Raises:
         RewardFunctionError: wrong type, wrong shape, or a NaN / infinite value. NaN is never
@@ -70,7 +71,7 @@ def check_reward_output(values: object, n_rows: int, *, name: str = "reward_fn")
             f"{name} returned non-finite values {values[bad][:5].tolist()} at rows {rows}: "
             "expected finite floats"
         )
-    return values.to(torch.float64)
+    return values.detach().to(torch.float64)
 
 
 def _model_device(model: torch.nn.Module) -> torch.device:

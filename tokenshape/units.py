@@ -14,7 +14,7 @@ from torch import Tensor
 
 from tokenshape.errors import InvalidArgumentError
 
-__all__ = ["UNITS", "unit_index", "token_char_spans"]
+__all__ = ["UNITS", "token_char_spans", "unit_index"]
 
 #: Unit names :func:`unit_index` derives by itself; a ``LongTensor[B, L]`` gives any other grouping
 #: (chat turns, spans).
@@ -72,15 +72,13 @@ def _group_by_pattern(text: str, spans: list[tuple[int, int]], pattern: re.Patte
 
 def _renumber(index: Tensor) -> tuple[Tensor, Tensor]:
     """Make each row's unit numbers 0..M_b-1 in order of first appearance."""
-    out = torch.full_like(index, -1)
-    counts = torch.zeros(index.shape[0], dtype=torch.long)
-    for b, row in enumerate(index.cpu()):
+    rows, counts = [], []
+    for row in index.tolist():
         mapping: dict[int, int] = {}
-        for position, unit in enumerate(row.tolist()):
-            if unit >= 0:
-                out[b, position] = mapping.setdefault(unit, len(mapping))
-        counts[b] = len(mapping)
-    return out, counts
+        rows.append([mapping.setdefault(unit, len(mapping)) if unit >= 0 else -1 for unit in row])
+        counts.append(len(mapping))
+    out = torch.tensor(rows, dtype=torch.long).reshape(index.shape).to(index.device)
+    return out, torch.tensor(counts, dtype=torch.long)
 
 
 def unit_index(
@@ -104,6 +102,7 @@ def unit_index(
         (``-1`` off the players) and the number of units per row.
     """
     if isinstance(unit, Tensor):
+        unit = unit.to(response_mask.device)
         if unit.shape != input_ids.shape:
             raise InvalidArgumentError(
                 "unit", f"tensor of shape {tuple(unit.shape)}", f"shape {tuple(input_ids.shape)}"

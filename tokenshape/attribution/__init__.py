@@ -2,11 +2,18 @@
 
 from tokenshape.attribution.api import METHODS, attribute, make_attributor, register_method
 from tokenshape.attribution.attention import AttentionAttributor
-from tokenshape.attribution.base import Attributor, CoalitionAttributor, CoalitionPlan, GameAttribution
+from tokenshape.attribution.base import (
+    Attributor,
+    CoalitionAttributor,
+    CoalitionPlan,
+    GameAttribution,
+)
 from tokenshape.attribution.exact import ExactShapleyAttributor, shapley_from_values
 from tokenshape.attribution.kernel_shap import KernelShapAttributor
 from tokenshape.attribution.lime import LimeAttributor
+from tokenshape.attribution.lime_library import LimeLibraryAttributor
 from tokenshape.attribution.occlusion import OcclusionAttributor
+from tokenshape.attribution.shap_library import ShapLibraryAttributor
 
 __all__ = [
     "METHODS",
@@ -18,7 +25,9 @@ __all__ = [
     "GameAttribution",
     "KernelShapAttributor",
     "LimeAttributor",
+    "LimeLibraryAttributor",
     "OcclusionAttributor",
+    "ShapLibraryAttributor",
     "attribute",
     "make_attributor",
     "register_method",

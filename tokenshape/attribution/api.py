@@ -12,36 +12,30 @@ from tokenshape.attribution.base import Attributor
 from tokenshape.attribution.exact import ExactShapleyAttributor
 from tokenshape.attribution.kernel_shap import KernelShapAttributor
 from tokenshape.attribution.lime import LimeAttributor
+from tokenshape.attribution.lime_library import LimeLibraryAttributor
 from tokenshape.attribution.occlusion import OcclusionAttributor
+from tokenshape.attribution.shap_library import ShapLibraryAttributor
 from tokenshape.errors import InvalidArgumentError
 from tokenshape.evaluation import ChunkedEvaluator, default_chunk_rows
 from tokenshape.game import RewardGame
-from tokenshape.masking import resolve_masking
+from tokenshape.masking import Masking, check_masking, resolve_masking
 from tokenshape.reward import RewardFn
 from tokenshape.types import TokenAttribution
 from tokenshape.units import unit_index
 
-__all__ = ["attribute", "METHODS", "make_attributor", "register_method"]
-
-
-def _library_adapter(module: str, cls: str) -> Callable[[], Attributor]:
-    def build() -> Attributor:
-        imported = __import__(f"tokenshape.attribution.{module}", fromlist=[cls])
-        return getattr(imported, cls)()
-
-    return build
+__all__ = ["METHODS", "attribute", "make_attributor", "register_method"]
 
 
 #: Method name -> a factory of its attributor with default options. The library adapters import
-#: ``shap`` and ``lime`` only when used.
+#: ``shap`` and ``lime`` only when they run.
 METHODS: dict[str, Callable[[], Attributor]] = {
     "kernel_shap": KernelShapAttributor,
     "lime": LimeAttributor,
     "exact": ExactShapleyAttributor,
     "occlusion": OcclusionAttributor,
     "attention": AttentionAttributor,
-    "shap_library": _library_adapter("shap_library", "ShapLibraryAttributor"),
-    "lime_library": _library_adapter("lime_library", "LimeLibraryAttributor"),
+    "shap_library": ShapLibraryAttributor,
+    "lime_library": LimeLibraryAttributor,
 }
 
 
@@ -56,7 +50,7 @@ def make_attributor(method: str | Attributor) -> Attributor:
     """The attributor for a method name (default options), or ``method`` itself."""
     if isinstance(method, Attributor):
         return method
-    if method not in METHODS:
+    if not isinstance(method, str) or method not in METHODS:
         raise InvalidArgumentError("method", method, f"one of {sorted(METHODS)} or an Attributor")
     return METHODS[method]()
 
@@ -158,6 +152,11 @@ def attribute(
     input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
     response_mask = response_mask.to(device)
     index, n_units = unit_index(unit, input_ids, response_mask, tokenizer=tokenizer)
+    no_players = (n_units == 0).nonzero().flatten().tolist()
+    if no_players:
+        raise InvalidArgumentError(
+            "unit", f"no unit in rows {no_players[:5]}", "at least one unit (player) per row"
+        )
     if attributor.max_units is not None and int(n_units.max()) > attributor.max_units:
         raise InvalidArgumentError(
             "method",
@@ -170,7 +169,12 @@ def attribute(
         max_tokens=max_tokens,
         name=getattr(reward_fn, "__name__", "reward_fn"),
     )
-    game = RewardGame(input_ids, attention_mask, index, n_units, resolve_masking(masking, tokenizer), evaluator)
+    if attributor.uses_masking:
+        masking_rule = resolve_masking(masking, tokenizer)
+    else:  # no coalition is evaluated: nothing is hidden, no replacement token is needed
+        check_masking(masking)
+        masking_rule = Masking(remove=False, token_id=None)
+    game = RewardGame(input_ids, attention_mask, index, n_units, masking_rule, evaluator)
     result = attributor.attribute_game(game, budget=budget, seed=seed)
     return TokenAttribution(
         scores=_spread_to_tokens(result.unit_scores, index).float(),

@@ -22,6 +22,7 @@ class AttentionAttributor(Attributor):
     """Attention credit; one row per sequence, whatever the budget."""
 
     name = "attention"
+    uses_masking = False
 
     def attribute_game(self, game: RewardGame, *, budget: int | None, seed: int) -> GameAttribution:
         reward_fn = game.evaluator.reward_fn

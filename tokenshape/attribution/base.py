@@ -60,11 +60,14 @@ class Attributor(ABC):
         default_budget: rows per sequence when the caller gives none; None for methods whose row
             count is fixed by the number of units.
         max_units: the most units per sequence the method handles, or None.
+        uses_masking: whether the method evaluates coalitions; one that does not (``attention``)
+            runs without a replacement token, and so without a tokenizer.
     """
 
     name: ClassVar[str]
     default_budget: ClassVar[int | None] = None
     max_units: ClassVar[int | None] = None
+    uses_masking: ClassVar[bool] = True
 
     @abstractmethod
     def attribute_game(self, game: RewardGame, *, budget: int | None, seed: int) -> GameAttribution:
@@ -91,6 +94,8 @@ class CoalitionAttributor(Attributor):
         """Scores ``M`` from ``values`` (``N``, float64) of ``plan.coalitions`` and the two ends."""
 
     def attribute_game(self, game: RewardGame, *, budget: int | None, seed: int) -> GameAttribution:
+        if budget is None:
+            budget = self.default_budget
         device = game.input_ids.device
         plans, coalitions = [], []
         for n_units in game.n_units:

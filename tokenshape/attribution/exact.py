@@ -12,7 +12,7 @@ from torch import Tensor
 
 from tokenshape.attribution.base import CoalitionAttributor, CoalitionPlan
 
-__all__ = ["ExactShapleyAttributor", "MAX_EXACT_UNITS", "shapley_from_values"]
+__all__ = ["MAX_EXACT_UNITS", "ExactShapleyAttributor", "shapley_from_values"]
 
 #: 2^16 = 65,536 rows per sequence; beyond that use kernel_shap.
 MAX_EXACT_UNITS = 16
@@ -35,17 +35,19 @@ def shapley_from_values(values: Tensor) -> Tensor:
     """
     n_units = values.shape[0].bit_length() - 1
     codes = torch.arange(values.shape[0], device=values.device)
-    sizes = _bit_table(n_units).to(values.device).sum(dim=1)
+    bits = _bit_table(n_units).to(values.device)
     weights = torch.tensor(
-        [factorial(s) * factorial(n_units - s - 1) / factorial(n_units) for s in range(n_units)],
+        [factorial(s) * factorial(n_units - s - 1) / factorial(n_units) for s in range(n_units)]
+        + [0.0],
         dtype=torch.float64,
         device=values.device,
     )
-    phi = torch.empty(n_units, dtype=torch.float64, device=values.device)
-    for i in range(n_units):
-        without = codes[(codes >> i) & 1 == 0]
-        phi[i] = (weights[sizes[without]] * (values[without | (1 << i)] - values[without])).sum()
-    return phi
+    # Row k, column i: v(k with i) - v(k), weighted by |k|! (M-|k|-1)! / M! where i is not in k
+    # (the marginal contribution of i to coalition k); zero where i is already in k.
+    with_i = codes[:, None] | (1 << torch.arange(n_units, device=values.device))
+    marginal = values[with_i] - values[:, None]
+    weight = torch.where(bits, 0.0, weights[bits.sum(dim=1)][:, None])
+    return (weight * marginal).sum(dim=0)
 
 
 class ExactShapleyAttributor(CoalitionAttributor):

@@ -47,10 +47,9 @@ class LimeAttributor(CoalitionAttributor):
     default_budget = 256
 
     def __init__(self, *, kernel_width: float = 0.25, alpha: float = 1.0) -> None:
-        if not kernel_width > 0:
-            raise InvalidArgumentError("kernel_width", kernel_width, "a number > 0")
-        if not alpha > 0:
-            raise InvalidArgumentError("alpha", alpha, "a number > 0")
+        for name, value in (("kernel_width", kernel_width), ("alpha", alpha)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+                raise InvalidArgumentError(name, value, "a number > 0")
         self.kernel_width = float(kernel_width)
         self.alpha = float(alpha)
 
