@@ -62,12 +62,14 @@ def test_plan_at_a_partial_budget(n_units, budget):
             break
         assert len({tuple(row.tolist()) for row in block}) == pair_count
         enumerated += pair_count
-    # The rest is sampled in antithetic pairs: the first half's complements follow it.
+    # The rest is sampled in antithetic pairs (each coalition followed by its complement), no
+    # coalition evaluated twice; a pair's two members share a draw count, hence a weight.
     sampled = coalitions[enumerated:]
     pairs = sampled.shape[0] // 2
-    assert torch.equal(sampled[pairs : 2 * pairs], ~sampled[:pairs])
-    if pairs:
-        assert len(set(weights[enumerated:].tolist())) == 1
+    assert torch.equal(sampled[1 : 2 * pairs : 2], ~sampled[0 : 2 * pairs : 2])
+    assert len({tuple(row.tolist()) for row in coalitions}) == coalitions.shape[0]
+    sampled_weights = weights[enumerated:]
+    assert torch.equal(sampled_weights[1 : 2 * pairs : 2], sampled_weights[0 : 2 * pairs : 2])
 
 
 def test_plan_enumerates_the_extreme_sizes_first():

@@ -186,4 +186,5 @@ def attribute(
         unit_index=index,
         input_ids=input_ids,
         response_mask=response_mask,
+        tokenizer=tokenizer,
     )

@@ -7,8 +7,9 @@ sum_i phi_i = v(all) - v(empty) (Lundberg & Lee 2017). With B rows per sequence:
 * if 2^M <= B every coalition is evaluated and the solution is the exact Shapley value;
 * otherwise coalition sizes are taken in pairs (s, M-s) from the extremes inwards, and a pair is
   enumerated completely while the budget's share of its kernel mass covers it; the kernel mass
-  left over is estimated by sampling coalitions in antithetic pairs (S and its complement), each
-  sampled coalition weighted by the remaining mass over the number sampled.
+  left over is estimated by sampling coalitions in antithetic pairs (S and its complement). A
+  coalition drawn twice is evaluated once and weighted by its draw count, so no row is spent on
+  a repeat; each sampled coalition's weight is the remaining mass times its share of the draws.
 
 The constrained problem is solved through its KKT system in float64 with a pseudo-inverse, so a
 budget below the number of units still gives the minimum-norm solution that is exactly efficient.
@@ -25,6 +26,8 @@ from torch import Tensor
 from tokenshape.attribution.base import CoalitionAttributor, CoalitionPlan
 
 __all__ = ["KernelShapAttributor", "shapley_kernel_size_mass"]
+
+_MAX_DRAWS_PER_ROW = 20
 
 
 def shapley_kernel_size_mass(n_units: int) -> Tensor:
@@ -54,6 +57,49 @@ def _random_coalitions(sizes: Tensor, n_units: int, generator: torch.Generator) 
     """One uniformly random coalition per entry of ``sizes``: ``len(sizes) x M`` bool."""
     ranks = torch.rand(sizes.shape[0], n_units, generator=generator).argsort(dim=1).argsort(dim=1)
     return ranks < sizes[:, None]
+
+
+def _distinct_antithetic_sample(
+    sizes: Tensor, size_probs: Tensor, n_rows: int, n_units: int, generator: torch.Generator
+) -> tuple[Tensor, Tensor]:
+    """Draw coalitions in antithetic pairs until ``n_rows`` distinct ones are held.
+
+    A size is drawn with probability proportional to ``size_probs``, then a uniform coalition of
+    that size, and its complement with it. A coalition drawn again spends no row: its draw count
+    grows instead, so the counts stay a Monte Carlo estimate of the kernel mass while every row
+    evaluated is new. Drawing stops after ``_MAX_DRAWS_PER_ROW * n_rows`` draws (small games whose
+    open sizes hold fewer coalitions than ``n_rows``).
+
+    Returns:
+        (coalitions ``N x M`` bool with N <= n_rows, draw counts ``N`` float64).
+    """
+    index: dict[bytes, int] = {}
+    rows: list[Tensor] = []
+    counts: list[float] = []
+
+    def add(coalition: Tensor) -> bool:
+        key = coalition.numpy().tobytes()
+        if key in index:
+            counts[index[key]] += 1.0
+            return False
+        index[key] = len(rows)
+        rows.append(coalition)
+        counts.append(1.0)
+        return True
+
+    draws = 0
+    while len(rows) < n_rows and draws < _MAX_DRAWS_PER_ROW * n_rows:
+        batch = max(1, (n_rows - len(rows) + 1) // 2)
+        drawn = sizes[torch.multinomial(size_probs, batch, replacement=True, generator=generator)]
+        for coalition in _random_coalitions(drawn, n_units, generator):
+            if len(rows) >= n_rows:
+                break
+            draws += 1
+            add(coalition)
+            if len(rows) < n_rows:
+                draws += 1
+                add(~coalition)
+    return torch.stack(rows), torch.tensor(counts, dtype=torch.float64)
 
 
 class KernelShapAttributor(CoalitionAttributor):
@@ -91,14 +137,11 @@ class KernelShapAttributor(CoalitionAttributor):
             remaining_mass -= pair_mass
         if remaining_rows > 0 and open_sizes:
             size_values = torch.tensor(open_sizes, dtype=torch.long)
-            probs = mass[size_values - 1]
-            n_pairs, single = divmod(remaining_rows, 2)
-            drawn = size_values[torch.multinomial(probs, n_pairs + single, replacement=True, generator=generator)]
-            sampled = _random_coalitions(drawn, n_units, generator)
-            # Antithetic pairs: each drawn coalition and its complement (the last one alone if odd).
-            sampled = torch.cat([sampled[:n_pairs], ~sampled[:n_pairs], sampled[n_pairs:]])
+            sampled, counts = _distinct_antithetic_sample(
+                size_values, mass[size_values - 1], remaining_rows, n_units, generator
+            )
             blocks.append(sampled)
-            weights.append(torch.full((sampled.shape[0],), remaining_mass / sampled.shape[0], dtype=torch.float64))
+            weights.append(remaining_mass * counts / counts.sum())
         if not blocks:
             return empty
         return CoalitionPlan(torch.cat(blocks), torch.cat(weights))
