@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -28,6 +29,8 @@ class TokenAttribution:
         unit_index: ``B x L`` long, unit number of each token (-1 off the players).
         input_ids: ``B x L``, the explained tokens.
         response_mask: ``B x L`` bool.
+        tokenizer: optional tokenizer the HTML views decode tokens with; not compared, not in
+            the repr.
     """
 
     scores: Tensor
@@ -39,6 +42,7 @@ class TokenAttribution:
     unit_index: Tensor
     input_ids: Tensor
     response_mask: Tensor
+    tokenizer: Any = field(default=None, compare=False, repr=False)
 
     @property
     def total_rows(self) -> int:
@@ -63,4 +67,20 @@ class TokenAttribution:
             unit_index=self.unit_index.to(device),
             input_ids=self.input_ids.to(device),
             response_mask=self.response_mask.to(device),
+            tokenizer=self.tokenizer,
         )
+
+    def to_html(self, tokenizer: Any = None, shaped: Tensor | None = None) -> str:
+        """An HTML heatmap of the scores; see :func:`tokenshape.viz.html.attribution_html`.
+
+        Args:
+            tokenizer: decodes the tokens (default: :attr:`tokenizer`; with neither, ids are shown).
+            shaped: optional ``B x L`` shaped rewards, shown as a second view.
+        """
+        from tokenshape.viz.html import attribution_html
+
+        return attribution_html(self, tokenizer, shaped=shaped)
+
+    def _repr_html_(self) -> str:
+        """Jupyter's rich display: :meth:`to_html` with the stored tokenizer."""
+        return self.to_html()
