@@ -9,6 +9,7 @@ from tokenshape.errors import (
     StudyStoreError,
     TokenShapeError,
 )
+from tokenshape.shaped_reward import ShapedBatch, ShapedReward
 from tokenshape.reward import RewardFn, SequenceClassifierReward, StringScorerReward
 from tokenshape.shaping import LinearShaper, ShapingParams, shape_rewards
 from tokenshape.types import TokenAttribution
@@ -23,6 +24,8 @@ __all__ = [
     "RewardFn",
     "RewardFunctionError",
     "SequenceClassifierReward",
+    "ShapedBatch",
+    "ShapedReward",
     "ShapingParams",
     "StringScorerReward",
     "StudyResult",

@@ -1,0 +1,214 @@
+"""``ShapedGRPOTrainer``: TRL's GRPO with token advantages from a :class:`ShapedReward`.
+
+GRPO gives every token of a completion the completion's advantage. This trainer lets GRPO
+generate, score and normalise as usual, then replaces the ``B`` advantages with ``B x T`` token
+advantages built from the shaped token rewards the :class:`~tokenshape.shaped_reward.ShapedReward`
+kept on its last call (see :class:`~tokenshape.integrations.trl.config.TokenShapeConfig` for the
+modes). ``GRPOTrainer._compute_loss`` takes ``B x T`` advantages as they are; the KL penalty stays
+in the loss (``beta``), never in the rewards. TRL logs the sequence advantages before they are
+replaced; the token advantages are logged as ``tokenshape/advantages/{mean,std,min,max}``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import torch
+import trl
+from torch import Tensor
+
+from tokenshape.errors import InvalidArgumentError, TokenShapeError
+from tokenshape.shaped_reward import ShapedBatch, ShapedReward
+
+from .advantages import (
+    advantage_units,
+    group_moments,
+    reward_to_go_advantages,
+    row_moments,
+    shaped_advantage_part,
+    token_credit,
+    weight_advantages,
+)
+from .compat import check_trl_support
+from .config import TokenShapeConfig
+
+__all__ = ["ShapedGRPOTrainer"]
+
+check_trl_support()
+
+_LENGTH_NORMALISED_LOSSES = ("grpo", "bnpo", "sapo")
+
+
+def _widen(values: Tensor, width: int) -> Tensor:
+    """``B x T'`` -> ``B x width`` (``T' <= width``), padded with zeros on the right."""
+    return torch.nn.functional.pad(values, (0, width - values.shape[1]))
+
+
+class ShapedGRPOTrainer(trl.GRPOTrainer):
+    """GRPO whose advantages are per token, from the shaped rewards of a :class:`ShapedReward`.
+
+    Takes every argument of ``trl.GRPOTrainer``; one of ``reward_funcs`` must be a
+    :class:`ShapedReward` (the others stay sparse). The reward's ``policy_tokenizer`` is set to
+    the trainer's tokenizer when it has none.
+
+    Args:
+        *args: positional arguments of ``trl.GRPOTrainer`` (``model``, ``reward_funcs``, ``args``).
+        shaping_config: how token advantages are built (default :class:`TokenShapeConfig`).
+        **kwargs: keyword arguments of ``trl.GRPOTrainer``.
+    """
+
+    def __init__(
+        self, *args: Any, shaping_config: TokenShapeConfig | None = None, **kwargs: Any
+    ) -> None:
+        if shaping_config is not None and not isinstance(shaping_config, TokenShapeConfig):
+            raise InvalidArgumentError(
+                "shaping_config", shaping_config, "a TokenShapeConfig or None"
+            )
+        super().__init__(*args, **kwargs)
+        self.shaping_config = shaping_config or TokenShapeConfig()
+        self.shaped_reward_index = self._find_shaped_reward()
+        reward = self.reward_funcs[self.shaped_reward_index]
+        if reward.policy_tokenizer is None:
+            reward.policy_tokenizer = self._tokenizer
+        if self.shaping_config.mode != "weight" and self.loss_type in _LENGTH_NORMALISED_LOSSES:
+            warnings.warn(
+                f"shaping_config.mode={self.shaping_config.mode!r} with loss_type="
+                f"{self.loss_type!r}: reward-to-go advantages grow with the completion's length, "
+                "which a per-sequence length normalisation does not undo; loss_type='dapo' or "
+                "'dr_grpo' is preferred",
+                stacklevel=2,
+            )
+        self._rewards_per_func: Tensor | None = None
+
+    def _find_shaped_reward(self) -> int:
+        index = self.shaping_config.reward_index
+        names = [getattr(f, "__name__", type(f).__name__) for f in self.reward_funcs]
+        if index is None:
+            found = [i for i, f in enumerate(self.reward_funcs) if isinstance(f, ShapedReward)]
+            if len(found) != 1:
+                raise InvalidArgumentError(
+                    "reward_funcs",
+                    names,
+                    "exactly one ShapedReward, or shaping_config.reward_index naming one",
+                )
+            return found[0]
+        if index >= len(self.reward_funcs) or not isinstance(
+            self.reward_funcs[index], ShapedReward
+        ):
+            raise InvalidArgumentError(
+                "shaping_config.reward_index",
+                index,
+                f"the position of a ShapedReward in reward_funcs {names}",
+            )
+        return index
+
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        rewards_per_func = super()._calculate_rewards(
+            inputs, prompts, completions, completion_ids_list
+        )
+        self._rewards_per_func = rewards_per_func
+        return rewards_per_func
+
+    def _generate_and_score_completions(self, inputs):
+        output = super()._generate_and_score_completions(inputs)
+        mode = "train" if self.model.training else "eval"
+        loss_mask = output["completion_mask"]
+        if "tool_mask" in output:
+            loss_mask = loss_mask * output["tool_mask"]
+        advantages = self._token_advantages(output["advantages"], loss_mask, mode)
+        self._log_token_advantages(advantages, loss_mask, mode)
+        output["advantages"] = advantages
+        return output
+
+    def _shaped_batch(self, rows: int) -> ShapedBatch:
+        batch = self.reward_funcs[self.shaped_reward_index].last
+        if batch is None or batch.token_rewards is None or batch.scores.shape[0] != rows:
+            raise TokenShapeError(
+                f"reward_funcs[{self.shaped_reward_index}] kept no token rewards for this batch of "
+                f"{rows} completions; a ShapedReward must be called synchronously by this trainer"
+            )
+        return batch
+
+    def _token_advantages(
+        self, sequence_advantages: Tensor, loss_mask: Tensor, mode: str
+    ) -> Tensor:
+        """``B`` GRPO advantages -> ``B x T`` token advantages (see :class:`TokenShapeConfig`)."""
+        config = self.shaping_config
+        rows, width = loss_mask.shape
+        device = loss_mask.device
+        batch = self._shaped_batch(rows)
+        turn_index = _widen(batch.turn_index, width).to(device) if config.unit == "turn" else None
+        units = advantage_units(loss_mask, turn_index)
+        num_generations = self.num_generations if mode == "train" else self.num_generations_eval
+        start = self.accelerator.process_index * rows
+        local = slice(start, start + rows)
+        result = torch.zeros(rows, width, dtype=torch.float64, device=device)
+        if config.mode in ("weight", "hybrid"):
+            part = shaped_advantage_part(
+                self._rewards_per_func,
+                self.reward_weights,
+                self.shaped_reward_index,
+                num_generations=num_generations,
+                scale_rewards=self.scale_rewards,
+                aggregation=getattr(self, "multi_objective_aggregation", "sum_then_normalize"),
+            )[local].to(device)
+            shares = {signal: _widen(e, width).to(device) for signal, e in batch.shares.items()}
+            credit = token_credit(
+                shares, self.reward_funcs[self.shaped_reward_index].params.weights, loss_mask
+            )
+            weight = weight_advantages(sequence_advantages, part, credit, units)
+            if config.mode == "weight":
+                return weight
+            result += (1.0 - config.hybrid_coef) * weight.double()
+        token_rewards = self._token_rewards(batch, loss_mask, local)
+        unit_rewards, moments = row_moments(token_rewards, units)
+        mean, scale = group_moments(
+            self.accelerator.gather(moments),
+            num_generations=num_generations,
+            scale_rewards=self.scale_rewards,
+        )
+        to_go = reward_to_go_advantages(unit_rewards, units, mean[local], scale[local])
+        coef = config.hybrid_coef if config.mode == "hybrid" else 1.0
+        result += coef * to_go
+        return result.to(sequence_advantages.dtype)
+
+    def _token_rewards(self, batch: ShapedBatch, loss_mask: Tensor, local: slice) -> Tensor:
+        """``B x T`` token rewards of all reward functions: the shaped one's, and the others'
+        weighted sum on each row's last loss token."""
+        rows, width = loss_mask.shape
+        device = loss_mask.device
+        weights = self.reward_weights.to(device=device, dtype=torch.float64)
+        index = self.shaped_reward_index
+        shaped = weights[index] * _widen(batch.token_rewards, width).to(device)
+        others = torch.nan_to_num(self._rewards_per_func[local].to(device).double()) * weights
+        others = others.sum(dim=1) - others[:, index]
+        positions = torch.arange(1, width + 1, device=device)
+        last = (loss_mask.long() * positions).argmax(dim=1)
+        sparse = torch.zeros(rows, width, dtype=torch.float64, device=device)
+        sparse[torch.arange(rows, device=device), last] = others
+        return shaped + sparse * loss_mask.bool()
+
+    def _log_token_advantages(self, advantages: Tensor, loss_mask: Tensor, mode: str) -> None:
+        mask = loss_mask.bool()
+        values = advantages.double()
+        local = torch.stack(
+            [
+                torch.where(mask, values, 0.0).sum(),
+                torch.where(mask, values * values, 0.0).sum(),
+                mask.sum().double(),
+                torch.where(mask, values, torch.inf).min(),
+                torch.where(mask, values, -torch.inf).max(),
+            ]
+        ).unsqueeze(0)
+        stats = self.accelerator.gather(local)
+        total, squares, count = stats[:, 0].sum(), stats[:, 1].sum(), stats[:, 2].sum()
+        if count == 0:
+            return
+        mean = total / count
+        variance = (squares - total * mean) / (count - 1).clamp(min=1)
+        metrics = self._metrics[mode]
+        metrics["tokenshape/advantages/mean"].append(mean.item())
+        metrics["tokenshape/advantages/std"].append(variance.clamp(min=0).sqrt().item())
+        metrics["tokenshape/advantages/min"].append(stats[:, 3].min().item())
+        metrics["tokenshape/advantages/max"].append(stats[:, 4].max().item())
