@@ -1,0 +1,142 @@
+"""``tokenshape train`` and ``tokenshape sweep``: inner runs and studies on disk, with progress.
+
+A study lives in one folder: ``config.yaml`` (the config it was started with), ``study.sqlite``
+(the trials), ``study.log`` (what happened), ``trials/<id>/`` (each inner run's files) and, once
+written, ``report.html``. Running the same sweep again continues the study; a different config in
+an existing study folder is refused, so one study never mixes two experiments.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import yaml
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from tokenshape.errors import InvalidArgumentError
+from tokenshape.experiments.config import ExperimentConfig, config_from_dict, config_to_dict
+from tokenshape.experiments.inner_run import run_inner
+from tokenshape.shaping.params import ShapingParams
+
+__all__ = ["run_train", "run_sweep", "CONFIG_FILE", "LOG_FILE"]
+
+CONFIG_FILE = "config.yaml"
+LOG_FILE = "study.log"
+
+
+def _file_logger(folder: Path) -> logging.Logger:
+    logger = logging.getLogger(f"tokenshape.study.{folder.resolve()}")
+    if not logger.handlers:
+        handler = logging.FileHandler(folder / LOG_FILE)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+    return logger
+
+
+def _bars(console: Console) -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("left"),
+        TimeRemainingColumn(),
+        console=console,
+    )
+
+
+def _pin_config(folder: Path, config: ExperimentConfig) -> None:
+    """Write the study's config, or check that a resumed study was started with the same one."""
+    path = folder / CONFIG_FILE
+    wanted = config_to_dict(config)
+    if path.exists():
+        stored = config_from_dict(yaml.safe_load(path.read_text()) or {})
+        if config_to_dict(stored) != wanted:
+            raise InvalidArgumentError(
+                "config",
+                config.name,
+                f"the config the study in {folder} was started with ({path}); "
+                "use another --study-dir for a different experiment",
+            )
+        return
+    path.write_text(yaml.safe_dump(wanted, sort_keys=False))
+
+
+def run_train(config: ExperimentConfig, folder: Path, console: Console) -> float:
+    """One inner run with ``training.weights``; returns the held-out mean reward."""
+    params = ShapingParams(config.training.weights, normalization=config.attribution.normalization)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / CONFIG_FILE).write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
+    console.print(f"training with weights {params.weights} for {config.training.steps} steps -> {folder}")
+    with _bars(console) as bars:
+        task = bars.add_task("step", total=config.training.steps)
+        result = run_inner(
+            config, params, output_dir=folder, progress=lambda step, total: bars.update(task, completed=step, total=total)
+        )
+    console.print(
+        f"held-out mean reward {result.value:.4f}, KL to the start {result.info['kl_to_start']:.4f}, "
+        f"{result.info['seconds']:.0f} s; details in {folder / 'result.json'}"
+    )
+    return result.value
+
+
+def run_sweep(config: ExperimentConfig, folder: Path, console: Console) -> Path:
+    """Run (or continue) the study of ``config`` in ``folder``; returns the folder."""
+    from tokenshape.tuning import TrialStore, tune_shaping
+
+    folder.mkdir(parents=True, exist_ok=True)
+    sweep = config.sweep
+    log = _file_logger(folder)
+    with TrialStore(folder) as store:
+        _pin_config(folder, config)
+        finished = sum(t.is_finished for t in store.trials())
+        if store.interrupted:
+            console.print(f"[yellow]resuming[/]: trial(s) {list(store.interrupted)} were interrupted and run again")
+        console.print(
+            f"study {folder}: {finished} of {sweep.n_trials} trials finished; signals {sweep.signals}, "
+            f"{config.training.steps} GRPO steps per trial"
+        )
+        log.info("study opened with %d of %d trials finished", finished, sweep.n_trials)
+        with _bars(console) as bars:
+            trials_task = bars.add_task("trials", total=sweep.n_trials, completed=finished)
+            steps_task = bars.add_task("steps of this trial", total=config.training.steps)
+
+            def objective(params: ShapingParams):
+                (trial_id,) = [t.id for t in store.trials(status="running")]
+                weights = ", ".join(f"{k}={v:.2f}" for k, v in params.weights.items())
+                bars.update(steps_task, completed=0, description=f"trial {trial_id + 1}/{sweep.n_trials} ({weights})")
+                log.info("trial started: %s", weights)
+                started = time.perf_counter()
+                result = run_inner(
+                    config,
+                    params,
+                    output_dir=folder / "trials" / f"{trial_id:03d}",
+                    progress=lambda step, total: bars.update(steps_task, completed=step, total=total),
+                )
+                log.info("trial finished in %.0f s: objective %.4f", time.perf_counter() - started, result.value)
+                return result
+
+            def finished_trial(trial) -> None:
+                bars.advance(trials_task)
+                message = f"objective {trial.objective:.4f}" if trial.status == "complete" else f"failed: {(trial.error or '').strip().splitlines()[-1:]}"
+                bars.console.print(f"trial {trial.id}: {message}")
+                log.info("trial %d %s: %s", trial.id, trial.status, message)
+
+            result = tune_shaping(
+                objective,
+                sweep.signals,
+                n_initial=sweep.n_initial,
+                n_trials=sweep.n_trials,
+                batch_size=sweep.batch_size,
+                seed=config.seed,
+                normalization=config.attribution.normalization,
+                store=store,
+                progress=finished_trial,
+            )
+    if result.best_params is not None:
+        console.print(f"best: objective {result.best_value:.4f} with {result.best_params.weights}")
+    return folder
