@@ -17,7 +17,7 @@ from rich.console import Console
 
 from tokenshape.errors import TokenShapeError
 
-__all__ = ["main", "build_parser"]
+__all__ = ["build_parser", "main"]
 
 
 def _add_prepare(commands: argparse._SubParsersAction) -> None:
@@ -42,13 +42,23 @@ def _add_explain(commands: argparse._SubParsersAction) -> None:
         ),
     )
     parser.add_argument("text", nargs="?", help="the response to explain")
-    parser.add_argument("--prompt", default="", help="the prompt before the response (never masked)")
-    parser.add_argument("--method", default="kernel_shap", choices=sorted(METHODS), help="attribution method")
+    parser.add_argument(
+        "--prompt", default="", help="the prompt before the response (never masked)"
+    )
+    parser.add_argument(
+        "--method", default="kernel_shap", choices=sorted(METHODS), help="attribution method"
+    )
     parser.add_argument("--budget", type=int, default=None, help="forward rows per sequence")
-    parser.add_argument("--unit", default="token", choices=("token", "word", "sentence"), help="players")
+    parser.add_argument(
+        "--unit", default="token", choices=("token", "word", "sentence"), help="players"
+    )
     parser.add_argument("--seed", type=int, default=0, help="sampling seed")
-    parser.add_argument("--examples", type=int, default=3, help="reviews explained when TEXT is absent")
-    parser.add_argument("--html", default=None, metavar="FILE", help="also save the heatmap as an HTML page")
+    parser.add_argument(
+        "--examples", type=int, default=3, help="reviews explained when TEXT is absent"
+    )
+    parser.add_argument(
+        "--html", default=None, metavar="FILE", help="also save the heatmap as an HTML page"
+    )
     parser.set_defaults(run=_run_explain)
 
 
@@ -62,7 +72,8 @@ def _add_config(parser: argparse.ArgumentParser) -> None:
 
 def _add_train(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
-        "train", help="one inner GRPO run with the config's training.weights, scored on held-out prompts"
+        "train",
+        help="one inner GRPO run with the config's training.weights, scored on held-out prompts",
     )
     _add_config(parser)
     parser.add_argument("--out", default=None, help="run folder (default runs/<name>-train)")

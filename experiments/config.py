@@ -20,102 +20,182 @@ import yaml
 from tokenshape.errors import InvalidArgumentError
 
 __all__ = [
+    "BUILTIN_CONFIGS",
+    "AttributionConfig",
+    "DataConfig",
     "ExperimentConfig",
     "PolicyConfig",
     "RewardConfig",
-    "DataConfig",
-    "TrainingConfig",
-    "AttributionConfig",
     "SweepConfig",
-    "load_config",
+    "TrainingConfig",
+    "builtin_config_path",
     "config_from_dict",
     "config_to_dict",
-    "builtin_config_path",
-    "BUILTIN_CONFIGS",
+    "load_config",
 ]
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 BUILTIN_CONFIGS = ("imdb_positive", "tiny")
 
 
-def _field(default: Any, help: str, *, low: float | None = None, high: float | None = None,
-           choices: tuple | None = None) -> Any:
-    meta = {"help": help, "low": low, "high": high, "choices": choices}
-    if isinstance(default, (list, dict)):
-        return field(default_factory=lambda: type(default)(default), metadata=meta)
-    return field(default=default, metadata=meta)
+def _spec(
+    help: str,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    choices: tuple | None = None,
+) -> dict[str, Any]:
+    """A field's metadata: its help text and the values it accepts."""
+    return {"help": help, "low": low, "high": high, "choices": choices}
 
 
 @dataclass
 class PolicyConfig:
     """The policy being trained."""
 
-    model: str = _field("smollm2", "'smollm2' (SmolLM2-135M-Instruct, cached by `tokenshape prepare`) or 'tiny' (a random tiny Llama with the SmolLM2 tokenizer)", choices=("smollm2", "tiny"))
+    model: str = field(
+        default="smollm2",
+        metadata=_spec(
+            "'smollm2' (SmolLM2-135M-Instruct, cached by `tokenshape prepare`) or 'tiny' (a random tiny Llama with the SmolLM2 tokenizer)",
+            choices=("smollm2", "tiny"),
+        ),
+    )
 
 
 @dataclass
 class RewardConfig:
     """The reward model that scores completions."""
 
-    model: str = _field("minilm_sentiment", "'minilm_sentiment' (the cached MiniLM IMDB classifier, positive minus negative logit) or 'vader' (VADER compound score)", choices=("minilm_sentiment", "vader"))
+    model: str = field(
+        default="minilm_sentiment",
+        metadata=_spec(
+            "'minilm_sentiment' (the cached MiniLM IMDB classifier, positive minus negative logit) or 'vader' (VADER compound score)",
+            choices=("minilm_sentiment", "vader"),
+        ),
+    )
 
 
 @dataclass
 class DataConfig:
     """Prompts: openings of IMDB reviews."""
 
-    prompt_tokens: int = _field(8, "tokens of each review opening used as a prompt", low=1, high=256)
-    train_prompts: int = _field(64, "training prompts", low=1, high=20000)
-    eval_prompts: int = _field(16, "held-out prompts the objective is measured on", low=1, high=5000)
+    prompt_tokens: int = field(
+        default=8, metadata=_spec("tokens of each review opening used as a prompt", low=1, high=256)
+    )
+    train_prompts: int = field(default=64, metadata=_spec("training prompts", low=1, high=20000))
+    eval_prompts: int = field(
+        default=16,
+        metadata=_spec("held-out prompts the objective is measured on", low=1, high=5000),
+    )
 
 
 @dataclass
 class TrainingConfig:
     """One inner GRPO run."""
 
-    steps: int = _field(8, "optimizer steps per inner run", low=1, high=100000)
-    batch_size: int = _field(8, "completions per step (prompts x generations)", low=2, high=4096)
-    num_generations: int = _field(4, "completions per prompt (the GRPO group)", low=2, high=64)
-    max_completion_length: int = _field(24, "new tokens per completion", low=1, high=4096)
-    learning_rate: float = _field(1e-5, "AdamW learning rate", low=0.0, high=1.0)
-    beta: float = _field(0.0, "KL coefficient against the reference policy (GRPO puts it in the loss)", low=0.0, high=10.0)
-    mode: str = _field("weight", "how shaped rewards become token advantages", choices=("weight", "reward_to_go", "hybrid"))
-    temperature: float = _field(1.0, "sampling temperature", low=0.0, high=10.0)
-    weights: dict = _field({"sparse": 1.0}, "blend weights of a single `tokenshape train` run (a sweep tunes them)")
-    eval_every: int = _field(0, "steps between learning-curve evaluations (0: only at the end)", low=0, high=100000)
+    steps: int = field(
+        default=8, metadata=_spec("optimizer steps per inner run", low=1, high=100000)
+    )
+    batch_size: int = field(
+        default=8, metadata=_spec("completions per step (prompts x generations)", low=2, high=4096)
+    )
+    num_generations: int = field(
+        default=4, metadata=_spec("completions per prompt (the GRPO group)", low=2, high=64)
+    )
+    max_completion_length: int = field(
+        default=24, metadata=_spec("new tokens per completion", low=1, high=4096)
+    )
+    learning_rate: float = field(
+        default=1e-5, metadata=_spec("AdamW learning rate", low=0.0, high=1.0)
+    )
+    beta: float = field(
+        default=0.0,
+        metadata=_spec(
+            "KL coefficient against the reference policy (GRPO puts it in the loss)",
+            low=0.0,
+            high=10.0,
+        ),
+    )
+    mode: str = field(
+        default="weight",
+        metadata=_spec(
+            "how shaped rewards become token advantages",
+            choices=("weight", "reward_to_go", "hybrid"),
+        ),
+    )
+    temperature: float = field(
+        default=1.0, metadata=_spec("sampling temperature", low=0.0, high=10.0)
+    )
+    weights: dict = field(
+        default_factory=lambda: {"sparse": 1.0},
+        metadata=_spec("blend weights of a single `tokenshape train` run (a sweep tunes them)"),
+    )
 
 
 @dataclass
 class AttributionConfig:
     """How the reward model's score is explained."""
 
-    budget: int = _field(64, "forward rows per completion for sampling methods", low=2, high=1_000_000)
-    unit: str = _field("token", "players of the game", choices=("token", "word", "sentence"))
-    masking: str = _field("auto", "how hidden units are hidden", choices=("auto", "mask", "unk", "pad", "remove"))
-    normalization: str = _field("sum", "how signed attributions become shares", choices=("sum", "abs", "positive"))
+    budget: int = field(
+        default=64,
+        metadata=_spec("forward rows per completion for sampling methods", low=2, high=1_000_000),
+    )
+    unit: str = field(
+        default="token",
+        metadata=_spec("players of the game", choices=("token", "word", "sentence")),
+    )
+    masking: str = field(
+        default="auto",
+        metadata=_spec(
+            "how hidden units are hidden", choices=("auto", "mask", "unk", "pad", "remove")
+        ),
+    )
+    normalization: str = field(
+        default="sum",
+        metadata=_spec("how signed attributions become shares", choices=("sum", "abs", "positive")),
+    )
 
 
 @dataclass
 class SweepConfig:
     """The Bayesian-optimisation study over the blend weights."""
 
-    signals: list = _field(["sparse", "kernel_shap", "attention"], "signals blended (weights on the simplex)")
-    n_initial: int = _field(4, "Sobol trials before the Gaussian process takes over", low=1, high=1000)
-    n_trials: int = _field(8, "trials in the study, the Sobol ones included", low=1, high=10000)
-    batch_size: int = _field(1, "trials proposed at once", low=1, high=64)
+    signals: list = field(
+        default_factory=lambda: ["sparse", "kernel_shap", "attention"],
+        metadata=_spec("signals blended (weights on the simplex)"),
+    )
+    n_initial: int = field(
+        default=4,
+        metadata=_spec("Sobol trials before the Gaussian process takes over", low=1, high=1000),
+    )
+    n_trials: int = field(
+        default=8, metadata=_spec("trials in the study, the Sobol ones included", low=1, high=10000)
+    )
+    batch_size: int = field(default=1, metadata=_spec("trials proposed at once", low=1, high=64))
 
 
 @dataclass
 class ExperimentConfig:
     """A whole experiment."""
 
-    name: str = _field("experiment", "the study's name (its folder under runs/)")
-    seed: int = _field(0, "seed of the inner runs, shared by all trials", low=0, high=2**31 - 1)
+    name: str = field(
+        default="experiment", metadata=_spec("the study's name (its folder under runs/)")
+    )
+    seed: int = field(
+        default=0,
+        metadata=_spec("seed of the inner runs, shared by all trials", low=0, high=2**31 - 1),
+    )
     policy: PolicyConfig = field(default_factory=PolicyConfig, metadata={"help": "the policy"})
-    reward: RewardConfig = field(default_factory=RewardConfig, metadata={"help": "the reward model"})
+    reward: RewardConfig = field(
+        default_factory=RewardConfig, metadata={"help": "the reward model"}
+    )
     data: DataConfig = field(default_factory=DataConfig, metadata={"help": "the prompts"})
-    training: TrainingConfig = field(default_factory=TrainingConfig, metadata={"help": "the inner run"})
-    attribution: AttributionConfig = field(default_factory=AttributionConfig, metadata={"help": "the explanation"})
+    training: TrainingConfig = field(
+        default_factory=TrainingConfig, metadata={"help": "the inner run"}
+    )
+    attribution: AttributionConfig = field(
+        default_factory=AttributionConfig, metadata={"help": "the explanation"}
+    )
     sweep: SweepConfig = field(default_factory=SweepConfig, metadata={"help": "the study"})
 
 
@@ -146,7 +226,11 @@ def _build(cls: type, data: Mapping[str, Any], prefix: str) -> Any:
     unknown = sorted(set(data) - set(fields))
     if unknown:
         where = f"{prefix}.{unknown[0]}" if prefix else unknown[0]
-        raise InvalidArgumentError(where, data[unknown[0]], f"a known field of {prefix or 'the config'}: one of {sorted(fields)}")
+        raise InvalidArgumentError(
+            where,
+            data[unknown[0]],
+            f"a known field of {prefix or 'the config'}: one of {sorted(fields)}",
+        )
     values = {}
     for name, value in data.items():
         path = f"{prefix}.{name}" if prefix else name
@@ -168,7 +252,11 @@ def config_from_dict(data: Mapping[str, Any]) -> ExperimentConfig:
             f"a multiple of training.num_generations={config.training.num_generations}",
         )
     if config.sweep.n_initial > config.sweep.n_trials:
-        raise InvalidArgumentError("sweep.n_initial", config.sweep.n_initial, f"at most sweep.n_trials={config.sweep.n_trials}")
+        raise InvalidArgumentError(
+            "sweep.n_initial",
+            config.sweep.n_initial,
+            f"at most sweep.n_trials={config.sweep.n_trials}",
+        )
     return config
 
 
@@ -189,11 +277,12 @@ def load_config(path_or_name: str | Path) -> ExperimentConfig:
     path = Path(path_or_name)
     if not path.exists():
         if path.suffix or str(path_or_name) not in BUILTIN_CONFIGS:
-            raise InvalidArgumentError("config", str(path_or_name), f"an existing YAML file or one of {BUILTIN_CONFIGS}")
+            raise InvalidArgumentError(
+                "config", str(path_or_name), f"an existing YAML file or one of {BUILTIN_CONFIGS}"
+            )
         path = builtin_config_path(str(path_or_name))
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as error:
         raise InvalidArgumentError("config", str(path), f"valid YAML ({error})") from None
     return config_from_dict(data)
-

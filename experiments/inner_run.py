@@ -24,7 +24,7 @@ from tokenshape.shaped_reward import ShapedReward
 from tokenshape.shaping.params import ShapingParams
 from tokenshape.tuning.optimizer import ObjectiveResult
 
-__all__ = ["run_inner", "load_reward", "load_policy_for", "StepProgress"]
+__all__ = ["StepProgress", "load_policy_for", "load_reward", "run_inner"]
 
 #: ``(step, total_steps)`` after each optimizer step.
 StepProgress = Callable[[int, int], None]
@@ -95,7 +95,9 @@ class _HeldOut:
     samples: list[tuple[str, str, float]]
 
 
-def _sequence_log_probs(model, ids: torch.Tensor, mask: torch.Tensor, prompt_len: int) -> torch.Tensor:
+def _sequence_log_probs(
+    model, ids: torch.Tensor, mask: torch.Tensor, prompt_len: int
+) -> torch.Tensor:
     """Sum of the log-probabilities of each row's completion tokens: ``B``."""
     with torch.inference_mode():
         logits = model(input_ids=ids, attention_mask=mask).logits[:, prompt_len - 1 : -1].float()
@@ -104,7 +106,9 @@ def _sequence_log_probs(model, ids: torch.Tensor, mask: torch.Tensor, prompt_len
     return (log_probs * mask[:, prompt_len:]).sum(dim=1)
 
 
-def _evaluate(config, policy, start_policy, tokenizer, reward: RewardFn, prompts: list[str]) -> _HeldOut:
+def _evaluate(
+    config, policy, start_policy, tokenizer, reward: RewardFn, prompts: list[str]
+) -> _HeldOut:
     """Sample one completion per held-out prompt with the run's seed and score it."""
     from tokenshape.encoding import encode_pairs
 
@@ -127,10 +131,17 @@ def _evaluate(config, policy, start_policy, tokenizer, reward: RewardFn, prompts
     ended = (completion == tokenizer.eos_token_id).cumsum(dim=1)
     completion_mask = (ended == 0) | ((ended == 1) & (completion == tokenizer.eos_token_id))
     mask = torch.cat([batch["attention_mask"], completion_mask.long()], dim=1)
-    texts = [tokenizer.decode(row[keep], skip_special_tokens=True) for row, keep in zip(completion, completion_mask)]
-    kls = _sequence_log_probs(policy, out, mask, prompt_len) - _sequence_log_probs(start_policy, out, mask, prompt_len)
+    texts = [
+        tokenizer.decode(row[keep], skip_special_tokens=True)
+        for row, keep in zip(completion, completion_mask)
+    ]
+    kls = _sequence_log_probs(policy, out, mask, prompt_len) - _sequence_log_probs(
+        start_policy, out, mask, prompt_len
+    )
     rm_tokenizer = reward.tokenizer
-    encoded = encode_pairs(rm_tokenizer, prompts, texts, max_length=getattr(rm_tokenizer, "model_max_length", None))
+    encoded = encode_pairs(
+        rm_tokenizer, prompts, texts, max_length=getattr(rm_tokenizer, "model_max_length", None)
+    )
     with torch.inference_mode():
         rewards = reward(encoded.input_ids, encoded.attention_mask).double().cpu()
     samples = [(p, t, float(r)) for p, t, r in zip(prompts, texts, rewards)]
@@ -206,9 +217,7 @@ def run_inner(
     trainer.remove_callback(PrinterCallback)
     trainer.train()
     train_seconds = time.perf_counter() - started
-    curve = [
-        float(entry["reward"]) for entry in trainer.state.log_history if "reward" in entry
-    ]
+    curve = [float(entry["reward"]) for entry in trainer.state.log_history if "reward" in entry]
     start_policy = type(policy).from_pretrained(start_path)
     held_out = _evaluate(
         config,
@@ -226,7 +235,12 @@ def run_inner(
     }
     (folder / "result.json").write_text(
         json.dumps(
-            {"objective": held_out.mean_reward, "learning_curve": curve, **info, "samples": held_out.samples},
+            {
+                "objective": held_out.mean_reward,
+                "learning_curve": curve,
+                **info,
+                "samples": held_out.samples,
+            },
             indent=2,
         )
     )

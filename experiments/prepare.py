@@ -19,7 +19,13 @@ __all__ = ["prepare"]
 
 def prepare(console: Console, *, skip_policy: bool = False) -> int:
     """Build whatever of the cached models is missing; returns an exit code."""
-    steps = [("sentiment reward model (MiniLM fine-tuned on IMDB)", sentiment_model_path, ensure_sentiment_reward_model)]
+    steps = [
+        (
+            "sentiment reward model (MiniLM fine-tuned on IMDB)",
+            sentiment_model_path,
+            ensure_sentiment_reward_model,
+        )
+    ]
     if not skip_policy:
         steps.append(("policy (SmolLM2-135M-Instruct, fp32)", policy_path, ensure_policy))
     for title, path_of, ensure in steps:

@@ -15,7 +15,7 @@ from pathlib import Path
 from tokenshape.errors import InvalidArgumentError
 from tokenshape.tuning.store import STUDY_FILE, TrialStore
 
-__all__ = ["write_report", "REPORT_FILE"]
+__all__ = ["REPORT_FILE", "write_report"]
 
 REPORT_FILE = "report.html"
 
@@ -79,17 +79,32 @@ def write_report(study_dir: str | Path) -> Path:
         sections.append(_section("Best trial", "<p>No trial has completed yet.</p>"))
     figures = [("objective per trial", "objective", objective_per_trial)]
     if complete["learning_curve"].notna().any():
-        figures.append(("learning curves: shaped against sparse", "learning_curves", learning_curves))
+        figures.append(
+            ("learning curves: shaped against sparse", "learning_curves", learning_curves)
+        )
     for title, stem, plot in figures:
         axes = plot(frame)
-        sections.append(_section(title.capitalize(), _save_figure(axes.figure, folder / f"{stem}.png")))
-    posterior = posterior_mean_figure(complete[weight_columns].to_numpy(), complete["objective"].to_numpy(), signals)
+        sections.append(
+            _section(title.capitalize(), _save_figure(axes.figure, folder / f"{stem}.png"))
+        )
+    posterior = posterior_mean_figure(
+        complete[weight_columns].to_numpy(), complete["objective"].to_numpy(), signals
+    )
     if posterior is not None:
         sections.append(
-            _section("GP posterior mean over the weights", _save_figure(posterior, folder / "posterior.png"))
+            _section(
+                "GP posterior mean over the weights",
+                _save_figure(posterior, folder / "posterior.png"),
+            )
         )
-    shown = frame[["status", "objective", *weight_columns, "attempts", "duration_s", "error"]].copy()
-    shown["error"] = shown["error"].map(lambda e: "" if e is None or e != e else str(e).strip().splitlines()[-1])
+    shown = frame[
+        ["status", "objective", *weight_columns, "attempts", "duration_s", "error"]
+    ].copy()
+    shown["error"] = shown["error"].map(
+        lambda error: (
+            str(error).strip().splitlines()[-1] if isinstance(error, str) and error.strip() else ""
+        )
+    )
     sections.append(_section("Trials", shown.to_html(float_format=lambda v: f"{v:.4g}", na_rep="")))
     page = (
         "<!doctype html><html><head><meta charset='utf-8'>"

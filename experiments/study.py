@@ -14,14 +14,21 @@ from pathlib import Path
 
 import yaml
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from tokenshape.errors import InvalidArgumentError
 from tokenshape.experiments.config import ExperimentConfig, config_from_dict, config_to_dict
 from tokenshape.experiments.inner_run import run_inner
 from tokenshape.shaping.params import ShapingParams
 
-__all__ = ["run_train", "run_sweep", "CONFIG_FILE", "LOG_FILE"]
+__all__ = ["CONFIG_FILE", "LOG_FILE", "run_sweep", "run_train"]
 
 CONFIG_FILE = "config.yaml"
 LOG_FILE = "study.log"
@@ -71,11 +78,16 @@ def run_train(config: ExperimentConfig, folder: Path, console: Console) -> float
     params = ShapingParams(config.training.weights, normalization=config.attribution.normalization)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / CONFIG_FILE).write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
-    console.print(f"training with weights {params.weights} for {config.training.steps} steps -> {folder}")
+    console.print(
+        f"training with weights {params.weights} for {config.training.steps} steps -> {folder}"
+    )
     with _bars(console) as bars:
         task = bars.add_task("step", total=config.training.steps)
         result = run_inner(
-            config, params, output_dir=folder, progress=lambda step, total: bars.update(task, completed=step, total=total)
+            config,
+            params,
+            output_dir=folder,
+            progress=lambda step, total: bars.update(task, completed=step, total=total),
         )
     console.print(
         f"held-out mean reward {result.value:.4f}, KL to the start {result.info['kl_to_start']:.4f}, "
@@ -95,7 +107,9 @@ def run_sweep(config: ExperimentConfig, folder: Path, console: Console) -> Path:
         _pin_config(folder, config)
         finished = sum(t.is_finished for t in store.trials())
         if store.interrupted:
-            console.print(f"[yellow]resuming[/]: trial(s) {list(store.interrupted)} were interrupted and run again")
+            console.print(
+                f"[yellow]resuming[/]: trial(s) {list(store.interrupted)} were interrupted and run again"
+            )
         console.print(
             f"study {folder}: {finished} of {sweep.n_trials} trials finished; signals {sweep.signals}, "
             f"{config.training.steps} GRPO steps per trial"
@@ -108,21 +122,35 @@ def run_sweep(config: ExperimentConfig, folder: Path, console: Console) -> Path:
             def objective(params: ShapingParams):
                 (trial_id,) = [t.id for t in store.trials(status="running")]
                 weights = ", ".join(f"{k}={v:.2f}" for k, v in params.weights.items())
-                bars.update(steps_task, completed=0, description=f"trial {trial_id + 1}/{sweep.n_trials} ({weights})")
+                bars.update(
+                    steps_task,
+                    completed=0,
+                    description=f"trial {trial_id + 1}/{sweep.n_trials} ({weights})",
+                )
                 log.info("trial started: %s", weights)
                 started = time.perf_counter()
                 result = run_inner(
                     config,
                     params,
                     output_dir=folder / "trials" / f"{trial_id:03d}",
-                    progress=lambda step, total: bars.update(steps_task, completed=step, total=total),
+                    progress=lambda step, total: bars.update(
+                        steps_task, completed=step, total=total
+                    ),
                 )
-                log.info("trial finished in %.0f s: objective %.4f", time.perf_counter() - started, result.value)
+                log.info(
+                    "trial finished in %.0f s: objective %.4f",
+                    time.perf_counter() - started,
+                    result.value,
+                )
                 return result
 
             def finished_trial(trial) -> None:
                 bars.advance(trials_task)
-                message = f"objective {trial.objective:.4f}" if trial.status == "complete" else f"failed: {(trial.error or '').strip().splitlines()[-1:]}"
+                message = (
+                    f"objective {trial.objective:.4f}"
+                    if trial.status == "complete"
+                    else f"failed: {(trial.error or '').strip().splitlines()[-1:]}"
+                )
                 bars.console.print(f"trial {trial.id}: {message}")
                 log.info("trial %d %s: %s", trial.id, trial.status, message)
 

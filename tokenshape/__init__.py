@@ -9,8 +9,8 @@ from tokenshape.errors import (
     StudyStoreError,
     TokenShapeError,
 )
-from tokenshape.shaped_reward import ShapedBatch, ShapedReward
 from tokenshape.reward import RewardFn, SequenceClassifierReward, StringScorerReward
+from tokenshape.shaped_reward import ShapedBatch, ShapedReward
 from tokenshape.shaping import LinearShaper, ShapingParams, shape_rewards
 from tokenshape.types import TokenAttribution
 

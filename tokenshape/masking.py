@@ -130,7 +130,9 @@ def resolve_masking(masking: str | int, tokenizer=None) -> Masking:
         return Masking(remove=True, pad_id=None if pad is None else int(pad))
     if tokenizer is None:
         raise InvalidArgumentError(
-            "tokenizer", None, f"a tokenizer to look up the replacement token of masking={masking!r}"
+            "tokenizer",
+            None,
+            f"a tokenizer to look up the replacement token of masking={masking!r}",
         )
     if masking != "auto":
         token_id = _candidate(tokenizer, masking)

@@ -40,7 +40,11 @@ def test_imdb_positive_is_the_embedded_task():
         ({"reward": {"model": "gpt"}}, "reward.model", "one of"),
         ({"attribution": {"budget": 1}}, "attribution.budget", "a value in [2,"),
         ({"sweep": {"n_initial": 5, "n_trials": 3}}, "sweep.n_initial", "at most sweep.n_trials=3"),
-        ({"training": {"batch_size": 6, "num_generations": 4}}, "training.batch_size", "a multiple"),
+        (
+            {"training": {"batch_size": 6, "num_generations": 4}},
+            "training.batch_size",
+            "a multiple",
+        ),
         ({"training": [1, 2]}, "training", "a mapping"),
     ],
 )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from tokenshape.integrations.trl.advantages import (
     SCALE_EPSILON,
     advantage_units,

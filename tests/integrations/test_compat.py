@@ -7,14 +7,14 @@ import re
 
 import pytest
 import trl
+
+from tokenshape.errors import InvalidArgumentError
 from tokenshape.integrations.trl import (
     SUPPORTED_TRL,
     TokenShapeConfig,
     UnsupportedTRLError,
     check_trl_support,
 )
-
-from tokenshape.errors import InvalidArgumentError
 
 
 def loss_without_dense_branch(self, model, inputs):

@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 from datasets import Dataset
-from tokenshape.integrations.trl import ShapedGRPOTrainer, TokenShapeConfig
 from trl import GRPOTrainer
 
 from tokenshape.errors import InvalidArgumentError
+from tokenshape.integrations.trl import ShapedGRPOTrainer, TokenShapeConfig
 from tokenshape.shaped_reward import ShapedReward
 from tokenshape.shaping import ShapingParams
 

@@ -58,25 +58,43 @@ def make_attributor(method: str | Attributor) -> Attributor:
 def _check_batch(input_ids: Tensor, attention_mask: Tensor, response_mask: Tensor) -> Tensor:
     """Validate the three ``B x L`` tensors; returns ``response_mask`` as bool."""
     if not isinstance(input_ids, Tensor) or input_ids.ndim != 2 or input_ids.is_floating_point():
-        shown = input_ids if not isinstance(input_ids, Tensor) else f"tensor {tuple(input_ids.shape)} {input_ids.dtype}"
+        shown = (
+            input_ids
+            if not isinstance(input_ids, Tensor)
+            else f"tensor {tuple(input_ids.shape)} {input_ids.dtype}"
+        )
         raise InvalidArgumentError("input_ids", shown, "an integer tensor of shape B x L")
     for name, tensor in (("attention_mask", attention_mask), ("response_mask", response_mask)):
         if not isinstance(tensor, Tensor) or tensor.shape != input_ids.shape:
             shown = tuple(tensor.shape) if isinstance(tensor, Tensor) else tensor
-            raise InvalidArgumentError(name, shown, f"a tensor of shape {tuple(input_ids.shape)} like input_ids")
+            raise InvalidArgumentError(
+                name, shown, f"a tensor of shape {tuple(input_ids.shape)} like input_ids"
+            )
     if response_mask.dtype != torch.bool:
-        if response_mask.is_floating_point() or not bool(((response_mask == 0) | (response_mask == 1)).all()):
-            raise InvalidArgumentError("response_mask", f"values {response_mask.unique()[:5].tolist()}", "bool or 0/1 values")
+        if response_mask.is_floating_point() or not bool(
+            ((response_mask == 0) | (response_mask == 1)).all()
+        ):
+            raise InvalidArgumentError(
+                "response_mask",
+                f"values {response_mask.unique()[:5].tolist()}",
+                "bool or 0/1 values",
+            )
         response_mask = response_mask.bool()
     outside = response_mask & ~attention_mask.bool()
     if bool(outside.any()):
         rows = outside.any(dim=1).nonzero().flatten().tolist()
         raise InvalidArgumentError(
-            "response_mask", f"marks padded positions in rows {rows[:5]}", "response tokens inside the attended sequence"
+            "response_mask",
+            f"marks padded positions in rows {rows[:5]}",
+            "response tokens inside the attended sequence",
         )
     empty = (~response_mask.any(dim=1)).nonzero().flatten().tolist()
     if empty:
-        raise InvalidArgumentError("response_mask", f"no response token in rows {empty[:5]}", "at least one response token per row")
+        raise InvalidArgumentError(
+            "response_mask",
+            f"no response token in rows {empty[:5]}",
+            "at least one response token per row",
+        )
     return response_mask
 
 
@@ -84,7 +102,11 @@ def _check_budget(attributor: Attributor, budget: int | None) -> int | None:
     if budget is None:
         return attributor.default_budget
     if isinstance(budget, bool) or not isinstance(budget, int) or budget < 2:
-        raise InvalidArgumentError("budget", budget, "an int >= 2 (forward rows per sequence, the full and empty ones included)")
+        raise InvalidArgumentError(
+            "budget",
+            budget,
+            "an int >= 2 (forward rows per sequence, the full and empty ones included)",
+        )
     return budget
 
 

@@ -90,7 +90,9 @@ class CoalitionAttributor(Attributor):
         """
 
     @abstractmethod
-    def _solve(self, plan: CoalitionPlan, values: Tensor, v_empty: Tensor, v_full: Tensor) -> Tensor:
+    def _solve(
+        self, plan: CoalitionPlan, values: Tensor, v_empty: Tensor, v_full: Tensor
+    ) -> Tensor:
         """Scores ``M`` from ``values`` (``N``, float64) of ``plan.coalitions`` and the two ends."""
 
     def attribute_game(self, game: RewardGame, *, budget: int | None, seed: int) -> GameAttribution:
@@ -100,7 +102,9 @@ class CoalitionAttributor(Attributor):
         plans, coalitions = [], []
         for n_units in game.n_units:
             plan = self._plan(n_units, budget, sequence_generator(seed))
-            ends = torch.stack([torch.ones(n_units, dtype=torch.bool), torch.zeros(n_units, dtype=torch.bool)])
+            ends = torch.stack(
+                [torch.ones(n_units, dtype=torch.bool), torch.zeros(n_units, dtype=torch.bool)]
+            )
             plans.append(plan)
             coalitions.append(torch.cat([ends, plan.coalitions.cpu()]))
         values = game.values(coalitions)

@@ -59,6 +59,8 @@ class ExactShapleyAttributor(CoalitionAttributor):
     def _plan(self, n_units: int, budget: int | None, generator: torch.Generator) -> CoalitionPlan:
         return CoalitionPlan(_bit_table(n_units)[1:-1])
 
-    def _solve(self, plan: CoalitionPlan, values: Tensor, v_empty: Tensor, v_full: Tensor) -> Tensor:
+    def _solve(
+        self, plan: CoalitionPlan, values: Tensor, v_empty: Tensor, v_full: Tensor
+    ) -> Tensor:
         every = torch.cat([v_empty.reshape(1), values, v_full.reshape(1)])
         return shapley_from_values(every)

@@ -109,14 +109,21 @@ class KernelShapAttributor(CoalitionAttributor):
     default_budget = 256
 
     def _plan(self, n_units: int, budget: int | None, generator: torch.Generator) -> CoalitionPlan:
-        empty = CoalitionPlan(torch.zeros(0, n_units, dtype=torch.bool), torch.zeros(0, dtype=torch.float64))
+        empty = CoalitionPlan(
+            torch.zeros(0, n_units, dtype=torch.bool), torch.zeros(0, dtype=torch.float64)
+        )
         if n_units == 1:
             return empty
         mass = shapley_kernel_size_mass(n_units)
         remaining_rows = budget - 2
         if n_units < 62 and remaining_rows >= 2**n_units - 2:
             blocks = [_all_coalitions(n_units, s) for s in range(1, n_units)]
-            weights = [torch.full((comb(n_units, s),), float(mass[s - 1]) / comb(n_units, s), dtype=torch.float64) for s in range(1, n_units)]
+            weights = [
+                torch.full(
+                    (comb(n_units, s),), float(mass[s - 1]) / comb(n_units, s), dtype=torch.float64
+                )
+                for s in range(1, n_units)
+            ]
             return CoalitionPlan(torch.cat(blocks), torch.cat(weights))
 
         blocks, weights = [], []
@@ -131,7 +138,13 @@ class KernelShapAttributor(CoalitionAttributor):
                 break
             for s in pair:
                 blocks.append(_all_coalitions(n_units, s))
-                weights.append(torch.full((comb(n_units, s),), float(mass[s - 1]) / comb(n_units, s), dtype=torch.float64))
+                weights.append(
+                    torch.full(
+                        (comb(n_units, s),),
+                        float(mass[s - 1]) / comb(n_units, s),
+                        dtype=torch.float64,
+                    )
+                )
                 open_sizes.remove(s)
             remaining_rows -= count
             remaining_mass -= pair_mass
@@ -146,18 +159,27 @@ class KernelShapAttributor(CoalitionAttributor):
             return empty
         return CoalitionPlan(torch.cat(blocks), torch.cat(weights))
 
-    def _solve(self, plan: CoalitionPlan, values: Tensor, v_empty: Tensor, v_full: Tensor) -> Tensor:
+    def _solve(
+        self, plan: CoalitionPlan, values: Tensor, v_empty: Tensor, v_full: Tensor
+    ) -> Tensor:
         n_units = plan.coalitions.shape[1]
         gap = v_full - v_empty
         if n_units == 1 or plan.coalitions.shape[0] == 0:
-            return torch.full((n_units,), float(gap) / n_units, dtype=torch.float64, device=values.device)
+            return torch.full(
+                (n_units,), float(gap) / n_units, dtype=torch.float64, device=values.device
+            )
         z = plan.coalitions.to(torch.float64)
         weighted = z * plan.weights[:, None]
         gram = z.T @ weighted  # M x M
         target = weighted.T @ (values - v_empty)  # M
         ones = torch.ones(n_units, 1, dtype=torch.float64, device=values.device)
         kkt = torch.cat(
-            [torch.cat([gram, ones], dim=1), torch.cat([ones.T, torch.zeros(1, 1, dtype=torch.float64, device=values.device)], dim=1)]
+            [
+                torch.cat([gram, ones], dim=1),
+                torch.cat(
+                    [ones.T, torch.zeros(1, 1, dtype=torch.float64, device=values.device)], dim=1
+                ),
+            ]
         )
         rhs = torch.cat([target, gap.reshape(1)])
         return (torch.linalg.pinv(kkt) @ rhs)[:n_units]

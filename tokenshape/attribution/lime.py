@@ -61,15 +61,24 @@ class LimeAttributor(CoalitionAttributor):
         ranks = torch.rand(n_samples, n_units, generator=generator).argsort(dim=1).argsort(dim=1)
         return CoalitionPlan(ranks >= hidden[:, None])
 
-    def _solve(self, plan: CoalitionPlan, values: Tensor, v_empty: Tensor, v_full: Tensor) -> Tensor:
+    def _solve(
+        self, plan: CoalitionPlan, values: Tensor, v_empty: Tensor, v_full: Tensor
+    ) -> Tensor:
         n_units = plan.coalitions.shape[1]
         device = values.device
-        ends = torch.stack([torch.ones(n_units, dtype=torch.bool, device=device), torch.zeros(n_units, dtype=torch.bool, device=device)])
+        ends = torch.stack(
+            [
+                torch.ones(n_units, dtype=torch.bool, device=device),
+                torch.zeros(n_units, dtype=torch.bool, device=device),
+            ]
+        )
         z = torch.cat([ends, plan.coalitions]).to(torch.float64)
         y = torch.cat([torch.stack([v_full, v_empty]), values])
         w = lime_kernel(z.bool(), self.kernel_width)
         z_mean = (w[:, None] * z).sum(dim=0) / w.sum()
         y_mean = (w * y).sum() / w.sum()
         zc, yc = z - z_mean, y - y_mean
-        gram = zc.T @ (w[:, None] * zc) + self.alpha * torch.eye(n_units, dtype=torch.float64, device=device)
+        gram = zc.T @ (w[:, None] * zc) + self.alpha * torch.eye(
+            n_units, dtype=torch.float64, device=device
+        )
         return torch.linalg.solve(gram, zc.T @ (w * yc))

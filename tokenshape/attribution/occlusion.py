@@ -18,5 +18,7 @@ class OcclusionAttributor(CoalitionAttributor):
     def _plan(self, n_units: int, budget: int | None, generator: torch.Generator) -> CoalitionPlan:
         return CoalitionPlan(~torch.eye(n_units, dtype=torch.bool))
 
-    def _solve(self, plan: CoalitionPlan, values: Tensor, v_empty: Tensor, v_full: Tensor) -> Tensor:
+    def _solve(
+        self, plan: CoalitionPlan, values: Tensor, v_empty: Tensor, v_full: Tensor
+    ) -> Tensor:
         return v_full - values

@@ -16,7 +16,7 @@ from botorch.models.transforms.outcome import Standardize
 from gpytorch.mlls import ExactMarginalLogLikelihood
 from torch import Tensor
 
-__all__ = ["fit_surrogate", "posterior_mean_figure", "MIN_GP_TRIALS"]
+__all__ = ["MIN_GP_TRIALS", "fit_surrogate", "posterior_mean_figure"]
 
 #: Complete trials needed before a GP is fitted.
 MIN_GP_TRIALS = 2
@@ -81,12 +81,20 @@ def posterior_mean_figure(weights: np.ndarray, objective: np.ndarray, signals: S
         # Barycentric to the plane: corner k of the triangle is signal k.
         corners = np.array([[0.0, 0.0], [1.0, 0.0], [0.5, np.sqrt(3) / 2]])
         plane = grid @ corners
-        filled = ax.tricontourf(mtri.Triangulation(plane[:, 0], plane[:, 1]), mean, levels=20, cmap="viridis")
+        filled = ax.tricontourf(
+            mtri.Triangulation(plane[:, 0], plane[:, 1]), mean, levels=20, cmap="viridis"
+        )
         figure.colorbar(filled, ax=ax, label="posterior mean of the objective")
         seen = np.asarray(weights, dtype=float) @ corners
         ax.scatter(seen[:, 0], seen[:, 1], c="white", edgecolors="black", zorder=3, label="trials")
         for (x, y), name in zip(corners, signals):
-            ax.annotate(name, (x, y), textcoords="offset points", xytext=(0, 6 if y > 0 else -14), ha="center")
+            ax.annotate(
+                name,
+                (x, y),
+                textcoords="offset points",
+                xytext=(0, 6 if y > 0 else -14),
+                ha="center",
+            )
         ax.set_aspect("equal")
         ax.axis("off")
         ax.legend(loc="upper right")
