@@ -1,6 +1,7 @@
 """``tokenshape train`` and ``tokenshape sweep``: inner runs and studies on disk, with progress.
 
-A study lives in one folder: ``config.yaml`` (the config it was started with), ``study.sqlite``
+A study's first trial is plain sparse GRPO (all weight on ``sparse``) when ``sparse`` is among the
+signals, so the report always shows the shaped runs against it. A study lives in one folder: ``config.yaml`` (the config it was started with), ``study.sqlite``
 (the trials), ``study.log`` (what happened), ``trials/<id>/`` (each inner run's files) and, once
 written, ``report.html``. Running the same sweep again continues the study; a different config in
 an existing study folder is refused, so one study never mixes two experiments.
@@ -73,6 +74,16 @@ def _pin_config(folder: Path, config: ExperimentConfig) -> None:
     path.write_text(yaml.safe_dump(wanted, sort_keys=False))
 
 
+def _add_sparse_baseline(store, config: ExperimentConfig) -> None:
+    """Make plain sparse GRPO the study's first trial, so every report compares against it."""
+    signals = config.sweep.signals
+    normalization = config.attribution.normalization
+    store.define_study(signals=signals, seed=config.seed, normalization=normalization)
+    if "sparse" in signals and not store.trials():
+        weights = {name: 1.0 if name == "sparse" else 0.0 for name in signals}
+        store.add_trials([ShapingParams(weights, normalization=normalization)], seeds=[config.seed])
+
+
 def run_train(config: ExperimentConfig, folder: Path, console: Console) -> float:
     """One inner run with ``training.weights``; returns the held-out mean reward."""
     params = ShapingParams(config.training.weights, normalization=config.attribution.normalization)
@@ -105,6 +116,7 @@ def run_sweep(config: ExperimentConfig, folder: Path, console: Console) -> Path:
     log = _file_logger(folder)
     with TrialStore(folder) as store:
         _pin_config(folder, config)
+        _add_sparse_baseline(store, config)
         finished = sum(t.is_finished for t in store.trials())
         if store.interrupted:
             console.print(

@@ -28,6 +28,9 @@ def test_sweep_writes_a_study_and_a_report_and_resumes_without_rerunning(tmp_pat
     assert main(["sweep", "--config", "tiny", "--study-dir", str(study)]) == 0
     trials = _statuses(study)
     assert [status for _, status, _ in trials] == ["complete"] * 3
+    with sqlite3.connect(study / "study.sqlite") as db:
+        (first,) = db.execute("SELECT params FROM trials WHERE id = 0").fetchone()
+    assert yaml.safe_load(first)["weights"] == {"sparse": 1.0, "kernel_shap": 0.0}
     report = (study / "report.html").read_text()
     assert report.count("data:image/png;base64,") >= 2
     assert "Best trial" in report and "w_kernel_shap" in report
