@@ -17,22 +17,27 @@ from rich.progress import (
 
 from tokenshape.models.offline import ProgressCallback
 
-__all__ = ["stage_progress"]
+__all__ = ["progress_bars", "stage_progress"]
 
 
-@contextmanager
-def stage_progress(console: Console) -> Iterator[ProgressCallback]:
-    """A ``progress(stage, done, total)`` callback drawing one bar per stage, with time left."""
-    columns = (
+def progress_bars(console: Console) -> Progress:
+    """Bars with a description, done of total, time elapsed and time left."""
+    return Progress(
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
         TextColumn("left"),
         TimeRemainingColumn(),
+        console=console,
     )
+
+
+@contextmanager
+def stage_progress(console: Console) -> Iterator[ProgressCallback]:
+    """A ``progress(stage, done, total)`` callback drawing one bar per stage, with time left."""
     tasks: dict[str, int] = {}
-    with Progress(*columns, console=console, transient=False) as bars:
+    with progress_bars(console) as bars:
 
         def report(stage: str, done: int, total: int) -> None:
             if stage not in tasks:

@@ -15,18 +15,11 @@ from pathlib import Path
 
 import yaml
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
 from tokenshape.errors import InvalidArgumentError
 from tokenshape.experiments.config import ExperimentConfig, config_from_dict, config_to_dict
 from tokenshape.experiments.inner_run import run_inner
+from tokenshape.experiments.progress import progress_bars
 from tokenshape.shaping.params import ShapingParams
 
 __all__ = ["CONFIG_FILE", "LOG_FILE", "run_sweep", "run_train"]
@@ -43,18 +36,6 @@ def _file_logger(folder: Path) -> logging.Logger:
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
     return logger
-
-
-def _bars(console: Console) -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("left"),
-        TimeRemainingColumn(),
-        console=console,
-    )
 
 
 def _pin_config(folder: Path, config: ExperimentConfig) -> None:
@@ -92,7 +73,7 @@ def run_train(config: ExperimentConfig, folder: Path, console: Console) -> float
     console.print(
         f"training with weights {params.weights} for {config.training.steps} steps -> {folder}"
     )
-    with _bars(console) as bars:
+    with progress_bars(console) as bars:
         task = bars.add_task("step", total=config.training.steps)
         result = run_inner(
             config,
@@ -127,7 +108,7 @@ def run_sweep(config: ExperimentConfig, folder: Path, console: Console) -> Path:
             f"{config.training.steps} GRPO steps per trial"
         )
         log.info("study opened with %d of %d trials finished", finished, sweep.n_trials)
-        with _bars(console) as bars:
+        with progress_bars(console) as bars:
             trials_task = bars.add_task("trials", total=sweep.n_trials, completed=finished)
             steps_task = bars.add_task("steps of this trial", total=config.training.steps)
 

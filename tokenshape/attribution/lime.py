@@ -17,7 +17,7 @@ from torch import Tensor
 from tokenshape.attribution.base import CoalitionAttributor, CoalitionPlan
 from tokenshape.errors import InvalidArgumentError
 
-__all__ = ["LimeAttributor", "lime_kernel"]
+__all__ = ["LimeAttributor", "check_lime_options", "lime_kernel"]
 
 
 def lime_kernel(coalitions: Tensor, kernel_width: float) -> Tensor:
@@ -35,6 +35,14 @@ def lime_kernel(coalitions: Tensor, kernel_width: float) -> Tensor:
     return torch.exp(-(distance**2) / (2.0 * kernel_width**2))
 
 
+def check_lime_options(kernel_width: float, alpha: float) -> tuple[float, float]:
+    """Validate LIME's kernel width and ridge penalty (both numbers > 0); returns them as floats."""
+    for name, value in (("kernel_width", kernel_width), ("alpha", alpha)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            raise InvalidArgumentError(name, value, "a number > 0")
+    return float(kernel_width), float(alpha)
+
+
 class LimeAttributor(CoalitionAttributor):
     """Batched LIME.
 
@@ -47,11 +55,7 @@ class LimeAttributor(CoalitionAttributor):
     default_budget = 256
 
     def __init__(self, *, kernel_width: float = 0.25, alpha: float = 1.0) -> None:
-        for name, value in (("kernel_width", kernel_width), ("alpha", alpha)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-                raise InvalidArgumentError(name, value, "a number > 0")
-        self.kernel_width = float(kernel_width)
-        self.alpha = float(alpha)
+        self.kernel_width, self.alpha = check_lime_options(kernel_width, alpha)
 
     def _plan(self, n_units: int, budget: int | None, generator: torch.Generator) -> CoalitionPlan:
         n_samples = budget - 2

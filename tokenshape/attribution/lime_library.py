@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from tokenshape.attribution.base import Attributor, GameAttribution
-from tokenshape.errors import InvalidArgumentError
+from tokenshape.attribution.lime import check_lime_options
 from tokenshape.game import RewardGame
 
 __all__ = ["LimeLibraryAttributor"]
@@ -73,11 +73,7 @@ class LimeLibraryAttributor(Attributor):
     default_budget = 256
 
     def __init__(self, *, kernel_width: float = 0.25, alpha: float = 1.0) -> None:
-        for name, value in (("kernel_width", kernel_width), ("alpha", alpha)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-                raise InvalidArgumentError(name, value, "a number > 0")
-        self.kernel_width = float(kernel_width)
-        self.alpha = float(alpha)
+        self.kernel_width, self.alpha = check_lime_options(kernel_width, alpha)
 
     def _kernel(self, distances: np.ndarray) -> np.ndarray:
         """lime's text kernel on distances scaled by 100: ``N`` -> ``N`` weights."""
