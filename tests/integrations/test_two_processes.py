@@ -17,7 +17,12 @@ def test_two_processes_share_group_statistics_and_weights(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
     done = subprocess.run(
-        [*command, str(SCRIPT), str(tmp_path)], env=env, capture_output=True, text=True, timeout=600
+        [*command, str(SCRIPT), str(tmp_path)],
+        check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
