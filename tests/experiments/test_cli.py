@@ -115,3 +115,27 @@ def test_explain_with_the_real_reward_model(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "wonderful" in out and "awful" in out
     assert "wonderful" in page.read_text()
+
+
+def test_ctrl_c_stops_cleanly_and_the_sweep_continues(tmp_path):
+    study = tmp_path / "study"
+    command = [*TOKENSHAPE, "sweep", "--config", "tiny", "--study-dir", str(study)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    log = study / "study.log"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if log.exists() and log.read_text().count("trial started") >= 2:
+            break
+        time.sleep(0.05)
+    else:
+        process.kill()
+        pytest.fail("the sweep never reached its second trial")
+    process.send_signal(signal.SIGINT)
+    out, _ = process.communicate(timeout=120)
+    assert process.returncode == 130
+    assert "interrupted" in out
+    statuses = [status for _, status, _ in _statuses(study)]
+    assert statuses[0] == "complete"
+    assert "running" not in statuses  # the store was told, not left for a later recovery
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    assert [status for _, status, _ in _statuses(study)] == ["complete"] * 3
