@@ -84,6 +84,8 @@ class RewardGame:
             owners.append(torch.full((z.shape[0],), b, dtype=torch.long, device=device))
         keep_units = torch.cat(padded)
         owner = torch.cat(owners)
+        order = self._evaluation_order(keep_units, owner)
+        keep_units, owner = keep_units[order], owner[order]
 
         def build(start: int, stop: int) -> tuple[Tensor, Tensor]:
             rows = owner[start:stop]
@@ -94,6 +96,21 @@ class RewardGame:
                 self.input_ids[rows], self.attention_mask[rows], keep, left_padded=self.left_padded
             )
 
-        flat = self.evaluator.evaluate(owner.numel(), self.input_ids.shape[1], build)
+        evaluated = self.evaluator.evaluate(owner.numel(), self.input_ids.shape[1], build)
+        flat = torch.empty_like(evaluated)
+        flat[order] = evaluated
         counts = [z.shape[0] for z in coalitions]
         return list(flat.split(counts))
+
+    def _evaluation_order(self, keep_units: Tensor, owner: Tensor) -> Tensor:
+        """The order rows are evaluated in: ``R`` long.
+
+        With removal, rows sorted by their kept length, so each chunk holds rows of similar
+        length and is trimmed to little more than its own width; with replacement, as given.
+        """
+        if not self.masking.remove:
+            return torch.arange(owner.numel(), device=owner.device)
+        units = self.unit_index[owner]
+        kept = keep_units.gather(1, units.clamp(min=0)) | (units < 0)
+        length = (kept & self.attention_mask[owner].bool()).sum(dim=1)
+        return length.argsort(stable=True)
