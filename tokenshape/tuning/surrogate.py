@@ -96,7 +96,8 @@ def posterior_mean_figure(weights: np.ndarray, objective: np.ndarray, signals: S
                 ha="center",
             )
         ax.set_aspect("equal")
+        ax.set_ylim(-0.12, np.sqrt(3) / 2 + 0.12)
         ax.axis("off")
         ax.legend(loc="upper right")
-    ax.set_title("GP posterior mean over the blend weights")
+    ax.set_title("GP posterior mean over the blend weights", pad=14)
     return figure

@@ -329,7 +329,7 @@ def learning_curves(df: Any, ax: Any = None) -> Any:
             va="center",
             transform=ax.transAxes,
         )
-    ax.set_xlabel("evaluation step")
-    ax.set_ylabel("objective")
+    ax.set_xlabel("step")
+    ax.set_ylabel("recorded value (training reward per step)")
     ax.set_title("learning curves")
     return ax.figure
