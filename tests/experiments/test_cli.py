@@ -23,6 +23,19 @@ def _statuses(study: Path) -> list[tuple[int, str, int]]:
         return db.execute("SELECT id, status, attempts FROM trials ORDER BY id").fetchall()
 
 
+def _sweep_in_its_second_trial(command: list[str], study: Path, *, stdout) -> subprocess.Popen:
+    """Start a sweep in a subprocess and return once its second trial has started."""
+    process = subprocess.Popen(command, stdout=stdout, stderr=subprocess.DEVNULL, text=True)
+    log = study / "study.log"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if log.exists() and log.read_text().count("trial started") >= 2:
+            return process
+        time.sleep(0.05)
+    process.kill()
+    pytest.fail("the sweep never reached its second trial")
+
+
 def test_sweep_writes_a_study_and_a_report_and_resumes_without_rerunning(tmp_path, capsys):
     study = tmp_path / "study"
     assert main(["sweep", "--config", "tiny", "--study-dir", str(study)]) == 0
@@ -58,16 +71,7 @@ def test_a_different_config_is_refused_in_an_existing_study(tmp_path, capsys):
 def test_sigkill_in_the_middle_of_a_sweep_then_resume(tmp_path):
     study = tmp_path / "study"
     command = [*TOKENSHAPE, "sweep", "--config", "tiny", "--study-dir", str(study)]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    log = study / "study.log"
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        if log.exists() and log.read_text().count("trial started") >= 2:
-            break
-        time.sleep(0.05)
-    else:
-        process.kill()
-        pytest.fail("the sweep never reached its second trial")
+    process = _sweep_in_its_second_trial(command, study, stdout=subprocess.DEVNULL)
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
     before = {trial_id: status for trial_id, status, _ in _statuses(study)}
@@ -120,16 +124,7 @@ def test_explain_with_the_real_reward_model(tmp_path, capsys):
 def test_ctrl_c_stops_cleanly_and_the_sweep_continues(tmp_path):
     study = tmp_path / "study"
     command = [*TOKENSHAPE, "sweep", "--config", "tiny", "--study-dir", str(study)]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    log = study / "study.log"
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        if log.exists() and log.read_text().count("trial started") >= 2:
-            break
-        time.sleep(0.05)
-    else:
-        process.kill()
-        pytest.fail("the sweep never reached its second trial")
+    process = _sweep_in_its_second_trial(command, study, stdout=subprocess.PIPE)
     process.send_signal(signal.SIGINT)
     out, _ = process.communicate(timeout=120)
     assert process.returncode == 130
