@@ -48,6 +48,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import math
 import os
 import platform
 import shlex
@@ -172,7 +173,9 @@ class StepTimer:
         if self.last_end is not None and self.last_jiffies is not None:
             busy = jiffies[0] - self.last_jiffies[0]
             own = jiffies[1] - self.last_jiffies[1]
-            other_cores = max(0, busy - own) / os.sysconf("SC_CLK_TCK") / max(now - self.last_end, 1e-9)
+            other_cores = (
+                max(0, busy - own) / os.sysconf("SC_CLK_TCK") / max(now - self.last_end, 1e-9)
+            )
         self.last_jiffies = jiffies
         record = {
             "other_cores": other_cores,
@@ -201,7 +204,11 @@ class _StepCallback(TrainerCallback):
             + (f"{wall:.2f} s" if wall is not None else "warm-up")
             + f" (generate {phases.get('generate', 0):.2f}, reward {phases.get('reward', 0):.2f}, "
             f"train_step {phases.get('training_step', 0):.2f}"
-            + (f", other processes {record['other_cores']:.2f} cores" if record["other_cores"] is not None else "")
+            + (
+                f", other processes {record['other_cores']:.2f} cores"
+                if record["other_cores"] is not None
+                else ""
+            )
             + ")",
             flush=True,
         )
@@ -390,7 +397,10 @@ def _other_cores(seconds: float) -> float:
 def _attribution_benchmark_running() -> bool:
     try:
         found = subprocess.run(
-            ["pgrep", "-f", "benchmarks/attribution.py"], capture_output=True, text=True, check=False
+            ["pgrep", "-f", "benchmarks/attribution.py"],
+            capture_output=True,
+            text=True,
+            check=False,
         )
     except OSError:
         return False
@@ -408,13 +418,27 @@ def wait_for_quiet(minutes: float, max_load: float) -> dict[str, Any]:
         others = _other_cores(5.0)
         polls += 1
         if not busy and load < max_load and others < 0.3:
-            return {"waited_s": time.monotonic() - started, "quiet": True, "load1": load,
-                    "other_cores": others, "polls": polls}
+            return {
+                "waited_s": time.monotonic() - started,
+                "quiet": True,
+                "load1": load,
+                "other_cores": others,
+                "polls": polls,
+            }
         if time.monotonic() - started >= minutes * 60:
-            return {"waited_s": time.monotonic() - started, "quiet": False, "load1": load,
-                    "other_cores": others, "polls": polls, "attribution_benchmark_running": busy}
-        print(f"waiting for a quiet machine: load {load:.2f}, other processes {others:.2f} cores, "
-              f"attribution benchmark running: {busy}", flush=True)
+            return {
+                "waited_s": time.monotonic() - started,
+                "quiet": False,
+                "load1": load,
+                "other_cores": others,
+                "polls": polls,
+                "attribution_benchmark_running": busy,
+            }
+        print(
+            f"waiting for a quiet machine: load {load:.2f}, other processes {others:.2f} cores, "
+            f"attribution benchmark running: {busy}",
+            flush=True,
+        )
         time.sleep(60)
 
 
@@ -542,8 +566,15 @@ def run_config(
         record["reward_mean"] = entry.get("reward")
     trainer_args = {
         key: getattr(args, key, None)
-        for key in ("bf16", "gradient_checkpointing", "steps_per_generation", "num_iterations",
-                    "max_grad_norm", "optim", "use_transformers_paged")
+        for key in (
+            "bf16",
+            "gradient_checkpointing",
+            "steps_per_generation",
+            "num_iterations",
+            "max_grad_norm",
+            "optim",
+            "use_transformers_paged",
+        )
     }
     del trainer, policy
     gc.collect()
@@ -551,8 +582,10 @@ def run_config(
     last_batches[model_name] = (timer.last_batch, tokenizer)
     return {
         "config": config.name,
-        "trainer_args": {k: str(v) if not isinstance(v, (bool, int, float, type(None))) else v
-                         for k, v in trainer_args.items()},
+        "trainer_args": {
+            k: str(v) if not isinstance(v, (bool, int, float, type(None))) else v
+            for k, v in trainer_args.items()
+        },
         "signal": config.signal,
         "budget": config.budget,
         "load_seconds": load_seconds,
@@ -620,7 +653,9 @@ BREAKDOWN = (
 def clean_steps(steps: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], bool]:
     """The steps no other process disturbed (at least 2 of them), else all steps."""
     clean = [
-        s for s in steps if s.get("other_cores") is not None and s["other_cores"] < CLEAN_OTHER_CORES
+        s
+        for s in steps
+        if s.get("other_cores") is not None and s["other_cores"] < CLEAN_OTHER_CORES
     ]
     return (clean, True) if len(clean) >= min(2, len(steps)) else (steps, False)
 
@@ -665,7 +700,8 @@ def summarise(model_results: list[dict[str, Any]]) -> dict[str, Any]:
                 # The same ratio with this run's generation and loss replaced by vanilla's: only the
                 # reward-side difference counts, which removes the noise of sampled lengths.
                 "reward_side": (
-                    vanilla["total"] + (m["reward"] + m["token_advantages"])
+                    vanilla["total"]
+                    + (m["reward"] + m["token_advantages"])
                     - (vanilla["reward"] + vanilla["token_advantages"])
                 )
                 / vanilla["total"],
@@ -712,11 +748,15 @@ def probe_reward_call(reward, policy_tokenizer, batch, *, budget: int = 64, repe
         shaped = ShapedReward(
             reward, params, policy_tokenizer=policy_tokenizer, budget=budget, seed=SEED, **options
         )
-        seconds = _median_seconds(lambda: shaped(prompts, completions, completion_ids), repeats)
+        seconds = _median_seconds(
+            lambda shaped=shaped: shaped(prompts, completions, completion_ids), repeats
+        )
         calls.append({"variant": label, "seconds": seconds})
         print(f"  probe {label}: {seconds:.3f} s", flush=True)
     tokenizer = reward.tokenizer
-    encoded = tokenizer([p + c for p, c in zip(prompts, completions)], padding=True, return_tensors="pt")
+    encoded = tokenizer(
+        [p + c for p, c in zip(prompts, completions)], padding=True, return_tensors="pt"
+    )
     ids = encoded["input_ids"].repeat_interleave(budget, 0)
     mask = encoded["attention_mask"].repeat_interleave(budget, 0)
     floors = []
@@ -732,7 +772,10 @@ def probe_reward_call(reward, policy_tokenizer, batch, *, budget: int = 64, repe
 
             seconds = _median_seconds(run, repeats)
             floors.append({"chunk": chunk, "trimmed": trimmed, "seconds": seconds})
-            print(f"  floor chunk {chunk} {'trimmed' if trimmed else 'padded'}: {seconds:.3f} s", flush=True)
+            print(
+                f"  floor chunk {chunk} {'trimmed' if trimmed else 'padded'}: {seconds:.3f} s",
+                flush=True,
+            )
     return {
         "budget": budget,
         "rows": int(ids.shape[0]),
@@ -759,16 +802,18 @@ def render_markdown(results: dict[str, Any]) -> str:
     out += [
         f"Command: `{results['command']}`  ",
         f"Date: {results['date']}  ",
-        f"Machine: {m['nproc']} CPUs (affinity {m['affinity']}), {m['cpu_model']}; torch "
-        f"{m['torch']} ({m['torch_threads']} threads), transformers {m['transformers']}, trl "
-        f"{m['trl']}, Python {m['python']}  ",
+        (
+            f"Machine: {m['nproc']} CPUs (affinity {m['affinity']}), {m['cpu_model']}; torch "
+            f"{m['torch']} ({m['torch_threads']} threads), transformers {m['transformers']}, trl "
+            f"{m['trl']}, Python {m['python']}  "
+        ),
         "Load: 1-min load average "
         + (
             f"{load['load1']['min']}-{load['load1']['max']} (mean {load['load1']['mean']}) over "
             f"{load['samples']} samples; this process kept {load['own_cores']['mean']} cores busy, "
             f"other processes {load['other_cores']['mean']} on average (max "
-            f"{load['other_cores']['max']}); attribution benchmark seen running: "
-            f"{load['attribution_benchmark_seen']}"
+            f"{load['other_cores']['max']}); a `benchmarks/attribution.py` process (waiting or "
+            f"running) seen: {load['attribution_benchmark_seen']}"
             if load.get("samples")
             else "not sampled"
         )
@@ -795,20 +840,22 @@ def render_markdown(results: dict[str, Any]) -> str:
         + ". Seconds are medians over the timed steps. Vanilla runs first and again last; the "
         f"ratios (x vanilla) divide by the median of both runs' steps (row `{BASELINE}`).",
         "",
-        "Columns: **total** wall time from one step's end to the next; **gen** "
-        "`GRPOTrainer._generate`; **reward** `_calculate_rewards` = **attr** (the "
-        "`tokenshape/<signal>/seconds` ShapedReward logs) + **rest** (rendering, tokenising, "
-        "aligning to the policy's tokens, shaping); **rm fwd** seconds inside the reward model's "
-        "forward (hooks); **tok adv** `ShapedGRPOTrainer._token_advantages`; **loss+bwd** "
-        "`training_step` minus `_generate_and_score_completions`; **opt** the rest of the step "
-        "(AdamW, clipping, callbacks). **RM rows** reward-model rows per step (8 completions); "
-        "**RM width** mean padded tokens per reward-model row (in brackets: attended tokens); **ms/RM row** rm fwd / RM rows. "
-        f"**steps** timed steps used / timed: only the steps during which other processes kept fewer "
-        f"than {CLEAN_OTHER_CORES} cores busy are used (all of them, marked disturbed, when fewer "
-        "than 2 are clean).",
+        (
+            "Columns: **total** wall time from one step's end to the next; **gen** "
+            "`GRPOTrainer._generate`; **reward** `_calculate_rewards` = **attr** (the "
+            "`tokenshape/<signal>/seconds` ShapedReward logs) + **rest** (rendering, tokenising, "
+            "aligning to the policy's tokens, shaping); **rm fwd** seconds inside the reward model's "
+            "forward (hooks); **tok adv** `ShapedGRPOTrainer._token_advantages`; **loss+bwd** "
+            "`training_step` minus `_generate_and_score_completions`; **opt** the rest of the step "
+            "(AdamW, clipping, callbacks). **RM rows** reward-model rows per step (8 completions); "
+            "**RM width** mean padded tokens per reward-model row (in brackets: attended tokens); **ms/RM row** rm fwd / RM rows. "
+            f"**steps** timed steps used / timed: only the steps during which other processes kept fewer "
+            f"than {CLEAN_OTHER_CORES} cores busy are used (all of them, marked disturbed, when fewer "
+            "than 2 are clean)."
+        ),
         "",
     ]
-    for model_name, block in results["models"].items():
+    for block in results["models"].values():
         summary = block["summary"]
         medians, ratios = summary["medians"], summary["ratios"]
         out += [f"## {block['title']}", ""]
@@ -832,7 +879,9 @@ def render_markdown(results: dict[str, Any]) -> str:
             width = med["rm_tokens"] / med["rm_rows"] if med["rm_rows"] else 0.0
             attended = med["rm_attended"] / med["rm_rows"] if med["rm_rows"] else 0.0
             ms_row = 1000 * med["rm_forward"] / med["rm_rows"] if med["rm_rows"] else 0.0
-            steps_txt = f"{med['steps_used']}/{med['steps_timed']}" + ("" if med["only_clean"] else " (disturbed)")
+            steps_txt = f"{med['steps_used']}/{med['steps_timed']}" + (
+                "" if med["only_clean"] else " (disturbed)"
+            )
             out.append(
                 f"| {name} | {steps_txt} | {_fmt(med['total'])} | {_fmt(med['total_min'])}-{_fmt(med['total_max'])} | "
                 f"{_fmt(ratio.get('total'))} | {_fmt(ratio.get('reward_side'))} | "
@@ -843,8 +892,13 @@ def render_markdown(results: dict[str, Any]) -> str:
                 f"{ms_row:.2f} | {med['completion_tokens']:.0f} |"
             )
         out.append("")
-        out += ["Per-step totals in s (in brackets: cores other processes kept busy during the step), "
-                "warm-up excluded:", ""]
+        out += [
+            (
+                "Per-step totals in s (in brackets: cores other processes kept busy during the step), "
+                "warm-up excluded:"
+            ),
+            "",
+        ]
         for result in block["configs"]:
             totals = ", ".join(
                 _fmt(step["total"])
@@ -860,7 +914,7 @@ def render_markdown(results: dict[str, Any]) -> str:
 def _padding_notes(results: dict[str, Any]) -> list[str]:
     """How the reward model's per-row cost follows the padded width of the batch."""
     notes = []
-    for model_name, block in results["models"].items():
+    for block in results["models"].values():
         for result in block["configs"]:
             if result["config"] != TARGET_CONFIG:
                 continue
@@ -872,16 +926,22 @@ def _padding_notes(results: dict[str, Any]) -> list[str]:
                 return step["rm_tokens"] / step["rm_attended"]
 
             low, high = min(steps, key=padded), max(steps, key=padded)
-            describe = lambda step: (
-                f"{step['rm_tokens'] / step['rm_rows']:.0f} columns per row for "
-                f"{step['rm_attended'] / step['rm_rows']:.1f} attended tokens, "
-                f"{1000 * step['rm_forward'] / step['rm_rows']:.2f} ms/row, step {step['total']:.2f} s"
-            )
+
+            def describe(step):
+                return (
+                    f"{step['rm_tokens'] / step['rm_rows']:.0f} columns per row for "
+                    f"{step['rm_attended'] / step['rm_rows']:.1f} attended tokens, "
+                    f"{1000 * step['rm_forward'] / step['rm_rows']:.2f} ms/row, "
+                    f"step {step['total']:.2f} s"
+                )
+
             notes += [
                 "",
-                f"Padding ({block['title'].split(' (')[0]}, {TARGET_CONFIG}): every masked row is as "
-                f"wide as the batch's longest row. Least padded step: {describe(low)}; most padded: "
-                f"{describe(high)}.",
+                (
+                    f"Padding ({block['title'].split(' (')[0]}, {TARGET_CONFIG}): every masked row is as "
+                    f"wide as the batch's longest row. Least padded step: {describe(low)}; most padded: "
+                    f"{describe(high)}."
+                ),
             ]
     return notes
 
@@ -890,7 +950,9 @@ def verdict(results: dict[str, Any]) -> list[str]:
     notes = ["## Verdict", ""]
     block = results["models"].get(TARGET_MODEL)
     if block is None or TARGET_CONFIG not in block["summary"]["ratios"]:
-        notes.append(f"Target ({TARGET_CONFIG} on {TARGET_MODEL} <= {TARGET_RATIO}x vanilla): not measured in this run.")
+        notes.append(
+            f"Target ({TARGET_CONFIG} on {TARGET_MODEL} <= {TARGET_RATIO}x vanilla): not measured in this run."
+        )
         return notes + [""]
     summary = block["summary"]
     ratio = summary["ratios"][TARGET_CONFIG]["total"]
@@ -905,20 +967,22 @@ def verdict(results: dict[str, Any]) -> list[str]:
     ms_row = shaped["rm_forward"] / shaped["rm_rows"] if shaped["rm_rows"] else float("nan")
     notes += [
         "",
-        f"Where the time goes ({TARGET_CONFIG}, SmolLM2, medians): the step is "
-        f"{shaped['total']:.2f} s against {base['total']:.2f} s, {extra:+.2f} s. Generation "
-        f"{shaped['generate']:.2f} s vs {base['generate']:.2f} s and loss+backward "
-        f"{shaped['loss_backward']:.2f} s vs {base['loss_backward']:.2f} s are the same work; the "
-        f"reward call is {shaped['reward']:.2f} s vs {base['reward']:.2f} s. Of the shaped reward "
-        f"call, {shaped['rm_forward']:.2f} s is inside the reward model's forward "
-        f"({shaped['rm_rows']:.0f} rows at {1000 * ms_row:.2f} ms/row), "
-        f"{shaped['attribution'] - shaped['rm_forward']:.3f} s is the attribution's own work "
-        f"(coalition sampling, masking, the solve), {shaped['reward_other']:.3f} s is rendering, "
-        f"tokenising, aligning and shaping, and the token advantages take "
-        f"{shaped['token_advantages'] * 1000:.1f} ms.",
+        (
+            f"Where the time goes ({TARGET_CONFIG}, SmolLM2, medians): the step is "
+            f"{shaped['total']:.2f} s against {base['total']:.2f} s, {extra:+.2f} s. Generation "
+            f"{shaped['generate']:.2f} s vs {base['generate']:.2f} s and loss+backward "
+            f"{shaped['loss_backward']:.2f} s vs {base['loss_backward']:.2f} s are the same work; the "
+            f"reward call is {shaped['reward']:.2f} s vs {base['reward']:.2f} s. Of the shaped reward "
+            f"call, {shaped['rm_forward']:.2f} s is inside the reward model's forward "
+            f"({shaped['rm_rows']:.0f} rows at {1000 * ms_row:.2f} ms/row), "
+            f"{shaped['attribution'] - shaped['rm_forward']:.3f} s is the attribution's own work "
+            f"(coalition sampling, masking, the solve), {shaped['reward_other']:.3f} s is rendering, "
+            f"tokenising, aligning and shaping, and the token advantages take "
+            f"{shaped['token_advantages'] * 1000:.1f} ms."
+        ),
     ]
     budget_seconds = (TARGET_RATIO - 1.0) * base["total"] + base["reward"] - shaped["reward_other"]
-    if ms_row == ms_row and ms_row > 0:
+    if math.isfinite(ms_row) and ms_row > 0:
         rows = budget_seconds / ms_row
         notes.append(
             f"At {TARGET_RATIO}x the reward side may take {budget_seconds:.2f} s: "
@@ -931,9 +995,11 @@ def verdict(results: dict[str, Any]) -> list[str]:
     if probe:
         notes += [
             "",
-            f"### Probe: one ShapedReward call (kernel_shap, budget {probe['budget']}) on the last "
-            f"SmolLM2 batch ({probe['rows']} rows, batch width {probe['width']} reward-model tokens, "
-            f"attended {min(probe['attended'])}-{max(probe['attended'])})",
+            (
+                f"### Probe: one ShapedReward call (kernel_shap, budget {probe['budget']}) on the last "
+                f"SmolLM2 batch ({probe['rows']} rows, batch width {probe['width']} reward-model tokens, "
+                f"attended {min(probe['attended'])}-{max(probe['attended'])})"
+            ),
             "",
             "Median of 3 calls after one unmeasured call, nothing else running in this process.",
             "",
@@ -942,11 +1008,15 @@ def verdict(results: dict[str, Any]) -> list[str]:
         ]
         default = probe["calls"][0]["seconds"]
         for call in probe["calls"]:
-            notes.append(f"| {call['variant']} | {call['seconds']:.3f} | {call['seconds'] / default:.2f} |")
+            notes.append(
+                f"| {call['variant']} | {call['seconds']:.3f} | {call['seconds'] / default:.2f} |"
+            )
         notes += ["", "| floor: same rows, unmasked | s | x default call |", "|---|---|---|"]
         for floor in probe["floors"]:
             label = f"chunk {floor['chunk']}, " + (
-                "trimmed to the chunk's longest row" if floor["trimmed"] else "padded to the batch width"
+                "trimmed to the chunk's longest row"
+                if floor["trimmed"]
+                else "padded to the batch width"
             )
             notes.append(f"| {label} | {floor['seconds']:.3f} | {floor['seconds'] / default:.2f} |")
     return notes + [""]
@@ -958,20 +1028,46 @@ def verdict(results: dict[str, Any]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="tiny model only, 2 timed steps (about a minute)")
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny model only, 2 timed steps (about a minute)"
+    )
     parser.add_argument("--models", default=None, help=f"comma-separated subset of {MODELS}")
-    parser.add_argument("--configs", default=None, help="comma-separated subset of " + ", ".join(c.name for c in CONFIGS))
-    parser.add_argument("--tiny-steps", type=int, default=None, help="timed steps for the tiny model")
-    parser.add_argument("--smollm2-steps", type=int, default=None, help="timed steps for SmolLM2-135M")
-    parser.add_argument("--wait-quiet", type=float, default=0.0, metavar="MINUTES",
-                        help="first wait up to MINUTES for no attribution benchmark and load < --max-load")
+    parser.add_argument(
+        "--configs",
+        default=None,
+        help="comma-separated subset of " + ", ".join(c.name for c in CONFIGS),
+    )
+    parser.add_argument(
+        "--tiny-steps", type=int, default=None, help="timed steps for the tiny model"
+    )
+    parser.add_argument(
+        "--smollm2-steps", type=int, default=None, help="timed steps for SmolLM2-135M"
+    )
+    parser.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=0.0,
+        metavar="MINUTES",
+        help="first wait up to MINUTES for no attribution benchmark and load < --max-load",
+    )
     parser.add_argument("--max-load", type=float, default=1.5)
-    parser.add_argument("--no-probe", dest="probe", action="store_false",
-                        help="skip the probe of the ShapedReward call on one SmolLM2 batch")
-    parser.add_argument("--out", default=None,
-                        help="results path prefix (default benchmarks/results/training_step; a temp dir with --quick)")
-    parser.add_argument("--render", default=None, metavar="JSON",
-                        help="only rewrite the markdown next to a results JSON from it")
+    parser.add_argument(
+        "--no-probe",
+        dest="probe",
+        action="store_false",
+        help="skip the probe of the ShapedReward call on one SmolLM2 batch",
+    )
+    parser.add_argument(
+        "--out",
+        default=None,
+        help="results path prefix (default benchmarks/results/training_step; a temp dir with --quick)",
+    )
+    parser.add_argument(
+        "--render",
+        default=None,
+        metavar="JSON",
+        help="only rewrite the markdown next to a results JSON from it",
+    )
     args = parser.parse_args(argv)
     if args.render:
         path = Path(args.render)
@@ -992,7 +1088,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         steps["tiny"] = args.tiny_steps
     if args.smollm2_steps is not None:
         steps["smollm2"] = args.smollm2_steps
-    settings = Settings(**{**settings.__dict__, "models": models, "timed_steps": tuple(steps.items())})
+    settings = Settings(
+        **{**settings.__dict__, "models": models, "timed_steps": tuple(steps.items())}
+    )
     configs = CONFIGS
     if args.configs:
         wanted = args.configs.split(",")
@@ -1033,7 +1131,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "smollm2": "SmolLM2-135M-Instruct (fp32) + MiniLM reward",
     }
     results: dict[str, Any] = {
-        "command": "python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(argv if argv is not None else sys.argv[1:])]),
+        "command": "python "
+        + " ".join(
+            shlex.quote(a) for a in [sys.argv[0], *(argv if argv is not None else sys.argv[1:])]
+        ),
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": machine_info(),
         "settings": {**settings.__dict__, "configs": [c.name for c in configs]},
@@ -1048,7 +1149,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             for config in configs:
                 block.append(
                     run_config(
-                        model_name, config, reward, prompts, settings, Path(workdir), timer_slot,
+                        model_name,
+                        config,
+                        reward,
+                        prompts,
+                        settings,
+                        Path(workdir),
+                        timer_slot,
                         last_batches,
                     )
                 )
@@ -1073,7 +1180,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     prefix.with_suffix(".json").write_text(json.dumps(results, indent=2, default=str))
     prefix.with_suffix(".md").write_text(render_markdown(results))
     print(render_markdown(results))
-    print(f"wrote {prefix.with_suffix('.md')} and {prefix.with_suffix('.json')} in {results['seconds']:.0f} s")
+    print(
+        f"wrote {prefix.with_suffix('.md')} and {prefix.with_suffix('.json')} in {results['seconds']:.0f} s"
+    )
     return results
 
 
