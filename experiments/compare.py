@@ -1,32 +1,43 @@
 """The first comparison: sparse GRPO, ABC, kernel_shap only, lime only and the tuned blend.
 
 Each condition is trained with the same config for several seeds; every run is saved as it
-finishes, so an interrupted comparison continues where it stopped. The results (final held-out
-reward, steps needed to reach the sparse baseline's final training reward, KL to the starting
-policy) are written as a Markdown table with a plot of the learning curves.
+finishes, so an interrupted comparison continues where it stopped. Runs go seed by seed (every
+condition of seed 0, then of seed 1, ...), so a comparison stopped early is still balanced. Within a
+seed all conditions share the training prompts, their order and the held-out prompts, so each
+condition is also compared with sparse GRPO of the same seed.
+
+The results are written as a Markdown table with plots: final held-out reward (and the starting
+policy's on the same prompts), the paired difference to sparse, the steps needed to reach sparse's
+final training reward, the KL to the starting policy and the training time.
 
 Usage::
 
     python -m tokenshape.experiments.compare --config imdb_positive --seeds 3 \\
-        --study runs/imdb_positive --out experiments/results/imdb_positive
+        --study runs/imdb_positive --steps 50 --eval-prompts 64
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
+import platform
 import statistics
 import sys
 from pathlib import Path
 
 from rich.console import Console
 
-from tokenshape.experiments.config import load_config
+from tokenshape.errors import InvalidArgumentError
+from tokenshape.experiments.config import (
+    ExperimentConfig,
+    config_from_dict,
+    config_to_dict,
+    load_config,
+)
 from tokenshape.experiments.inner_run import run_inner
 from tokenshape.shaping.params import ShapingParams
 
-__all__ = ["CONDITIONS", "main", "run_comparison", "steps_to_reach"]
+__all__ = ["CONDITIONS", "main", "run_comparison", "smoothed", "steps_to_reach"]
 
 #: Fixed conditions: name -> weights. ABC's attention weight is 0.5 (its beta is a choice).
 CONDITIONS = {
@@ -35,6 +46,18 @@ CONDITIONS = {
     "kernel_shap": {"kernel_shap": 1.0},
     "lime": {"lime": 1.0},
 }
+
+#: Training rewards are averaged over this many steps before steps-to-reach is read off.
+SMOOTHING_WINDOW = 5
+
+
+def smoothed(curve: list[float], window: int = SMOOTHING_WINDOW) -> list[float]:
+    """Trailing mean of ``curve`` over up to ``window`` steps (shorter at the start)."""
+    if window < 1:
+        raise InvalidArgumentError("window", window, "an int >= 1")
+    return [
+        statistics.mean(curve[max(0, step - window + 1) : step + 1]) for step in range(len(curve))
+    ]
 
 
 def steps_to_reach(curve: list[float], target: float) -> int | None:
@@ -46,12 +69,24 @@ def _tuned_weights(study: Path) -> dict[str, float]:
     from tokenshape.tuning import TrialStore
 
     with TrialStore(study) as store:
-        complete = [t for t in store.trials(status="complete")]
+        complete = list(store.trials(status="complete"))
     if not complete:
         raise SystemExit(
             f"the study in {study} has no complete trial: run `tokenshape sweep` first"
         )
     return dict(max(complete, key=lambda t: t.objective).params.weights)
+
+
+def _with_overrides(
+    config: ExperimentConfig, steps: int | None, eval_prompts: int | None
+) -> ExperimentConfig:
+    """``config`` with its training steps and held-out prompts replaced, validated again."""
+    data = config_to_dict(config)
+    if steps is not None:
+        data["training"]["steps"] = steps
+    if eval_prompts is not None:
+        data["data"]["eval_prompts"] = eval_prompts
+    return config_from_dict(data)
 
 
 def run_comparison(
@@ -62,84 +97,175 @@ def run_comparison(
     console: Console,
     *,
     conditions: dict[str, dict[str, float]] | None = None,
+    steps: int | None = None,
+    eval_prompts: int | None = None,
 ) -> Path:
     """Run every condition for ``seeds`` seeds (skipping finished runs); returns the table's path.
 
     ``conditions`` defaults to :data:`CONDITIONS`; it must hold ``sparse``, the baseline.
+    ``steps`` and ``eval_prompts`` replace the config's training steps and held-out prompts.
     """
-    base = load_config(config_name)
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        raise InvalidArgumentError("seeds", seeds, "an int >= 1")
+    base = _with_overrides(load_config(config_name), steps, eval_prompts)
     conditions = dict(CONDITIONS if conditions is None else conditions)
+    if "sparse" not in conditions:
+        raise InvalidArgumentError("conditions", sorted(conditions), "names including 'sparse'")
     if study is not None:
         conditions["bo_tuned"] = _tuned_weights(study)
     out.mkdir(parents=True, exist_ok=True)
     results: dict[str, list[dict]] = {name: [] for name in conditions}
-    for name, weights in conditions.items():
-        for seed in range(seeds):
+    for seed in range(seeds):
+        config = config_from_dict({**config_to_dict(base), "seed": base.seed + seed})
+        for name, weights in conditions.items():
             run_dir = out / "runs" / f"{name}-seed{seed}"
             result_file = run_dir / "result.json"
             if not result_file.exists():
                 console.print(f"[bold]{name}[/] seed {seed}: {weights}")
-                config = dataclasses.replace(base, seed=base.seed + seed)
                 params = ShapingParams(weights, normalization=config.attribution.normalization)
                 run_inner(config, params, output_dir=run_dir)
             results[name].append(json.loads(result_file.read_text()))
-    return _write_table(results, conditions, out, config_name, seeds, study)
+    command = f"python -m tokenshape.experiments.compare --config {config_name} --seeds {seeds}"
+    if study is not None:
+        command += f" --study {study}"
+    if steps is not None:
+        command += f" --steps {steps}"
+    if eval_prompts is not None:
+        command += f" --eval-prompts {eval_prompts}"
+    command += f" --out {out}"
+    _plot(results, out, seeds)
+    return _write_table(results, conditions, out, base, command)
 
 
-def _write_table(results, conditions, out: Path, config_name: str, seeds: int, study) -> Path:
-    import matplotlib
+def _mean_sd(values: list[float]) -> str:
+    spread = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.3f} ± {spread:.3f}"
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    sparse_final = statistics.mean(run["learning_curve"][-1] for run in results["sparse"])
-    rows = [
-        "| condition | weights | held-out reward (mean ± sd) | steps to sparse's final train reward | KL to start |",
-        "|---|---|---|---|---|",
+def _steps_to_sparse(runs: list[dict], sparse_runs: list[dict]) -> list[int | None]:
+    """Per seed: the first step whose smoothed training reward reaches sparse's smoothed final."""
+    return [
+        steps_to_reach(smoothed(run["learning_curve"]), smoothed(base["learning_curve"])[-1])
+        for run, base in zip(runs, sparse_runs)
     ]
-    figure, ax = plt.subplots(figsize=(7, 4))
+
+
+def _write_table(
+    results: dict[str, list[dict]],
+    conditions: dict[str, dict[str, float]],
+    out: Path,
+    config: ExperimentConfig,
+    command: str,
+) -> Path:
+    sparse = results["sparse"]
+    seeds = len(sparse)
+    rows = [
+        "| condition | weights | held-out reward | minus sparse, same seed | better than sparse "
+        "| steps to sparse's final train reward | KL to start | train s per run |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for name, runs in results.items():
         finals = [run["objective"] for run in runs]
-        spread = statistics.stdev(finals) if len(finals) > 1 else 0.0
-        steps = [steps_to_reach(run["learning_curve"], sparse_final) for run in runs]
+        differences = [run["objective"] - base["objective"] for run, base in zip(runs, sparse)]
+        steps = _steps_to_sparse(runs, sparse)
         reached = [s for s in steps if s is not None]
         steps_text = (
             f"{statistics.mean(reached):.1f} ({len(reached)}/{len(runs)} reached)"
             if reached
             else f"not reached (0/{len(runs)})"
         )
-        kl = statistics.mean(run["kl_to_start"] for run in runs)
+        better = sum(d > 0 for d in differences)
         weights = ", ".join(f"{k} {v:.2f}" for k, v in conditions[name].items())
         rows.append(
-            f"| {name} | {weights} | {statistics.mean(finals):.3f} ± {spread:.3f} | {steps_text} | {kl:.3f} |"
+            f"| {name} | {weights} | {_mean_sd(finals)} | "
+            f"{'-' if name == 'sparse' else _mean_sd(differences)} | "
+            f"{'-' if name == 'sparse' else f'{better}/{len(runs)} seeds'} | {steps_text} | "
+            f"{_mean_sd([run['kl_to_start'] for run in runs])} | "
+            f"{statistics.mean(run['train_seconds'] for run in runs):.0f} |"
         )
+    start = [run["start_reward"] for run in sparse if "start_reward" in run]
+    training = config.training
+    lines = [
+        f"# Comparison on `{config.name}`",
+        "",
+        f"{seeds} seeds per condition; each run: {training.steps} GRPO steps of "
+        f"{training.batch_size} completions ({training.num_generations} per prompt, at most "
+        f"{training.max_completion_length} tokens), attribution budget {config.attribution.budget} "
+        f"rows per completion, then one seeded completion for each of {config.data.eval_prompts} "
+        "held-out prompts scored by the reward model. Values are mean ± sd over seeds.",
+        "",
+        *rows,
+        "",
+    ]
+    if start:
+        lines += [
+            f"The starting policy scores {_mean_sd(start)} on the same held-out prompts "
+            "(same sampling seed).",
+            "",
+        ]
+    lines += [
+        f"Steps to reach: the training reward averaged over the last {SMOOTHING_WINDOW} steps, "
+        "against sparse GRPO's final value of the same average in the same seed (same prompts "
+        "in the same order).",
+        "",
+        "![learning curves and held-out rewards](learning_curves.png)",
+        "",
+        f"Machine: {platform.machine()}, {_cpu_name()}, torch CPU. Regenerate: `{command}`",
+        "",
+    ]
+    table = out / "results.md"
+    table.write_text("\n".join(lines))
+    return table
+
+
+def _cpu_name() -> str:
+    import os
+
+    try:
+        with open("/proc/cpuinfo") as handle:
+            name = next(
+                line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")
+            )
+    except (OSError, StopIteration):
+        name = platform.processor() or "unknown CPU"
+    return f"{name} ({os.cpu_count()} cores)"
+
+
+def _plot(results: dict[str, list[dict]], out: Path, seeds: int) -> None:
+    """Smoothed mean training curves (left) and each seed's held-out reward (right)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (curves, finals) = plt.subplots(
+        1, 2, figsize=(11, 4), gridspec_kw={"width_ratios": [3, 2]}
+    )
+    for position, (name, runs) in enumerate(results.items()):
         length = min(len(run["learning_curve"]) for run in runs)
         mean_curve = [
             statistics.mean(run["learning_curve"][i] for run in runs) for i in range(length)
         ]
-        ax.plot(
+        curves.plot(
             range(1, length + 1),
-            mean_curve,
-            marker="o",
+            smoothed(mean_curve),
             label=name,
             linestyle="--" if name == "sparse" else "-",
         )
-    ax.set_xlabel("GRPO step")
-    ax.set_ylabel(f"mean training reward ({seeds} seeds)")
-    ax.legend()
+        values = [run["objective"] for run in runs]
+        finals.scatter([position] * len(values), values, alpha=0.6)
+        finals.hlines(statistics.mean(values), position - 0.3, position + 0.3, color="black")
+    start = [run["start_reward"] for run in results["sparse"] if "start_reward" in run]
+    if start:
+        finals.axhline(statistics.mean(start), color="grey", linestyle=":", label="starting policy")
+        finals.legend(loc="lower right")
+    curves.set_xlabel("GRPO step")
+    curves.set_ylabel(f"training reward, mean of {seeds} seeds, {SMOOTHING_WINDOW}-step average")
+    curves.legend()
+    finals.set_xticks(range(len(results)), list(results), rotation=30)
+    finals.set_ylabel("held-out reward (dots: seeds, bar: mean)")
     figure.savefig(out / "learning_curves.png", dpi=110, bbox_inches="tight")
     plt.close(figure)
-    command = f"python -m tokenshape.experiments.compare --config {config_name} --seeds {seeds}"
-    if study is not None:
-        command += f" --study {study}"
-    command += f" --out {out}"
-    table = out / "results.md"
-    table.write_text(
-        f"# Comparison on `{config_name}`\n\n"
-        + "\n".join(rows)
-        + f"\n\n![learning curves](learning_curves.png)\n\nRegenerate: `{command}`\n"
-    )
-    return table
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -152,11 +278,23 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="a finished study; adds its best weights as bo_tuned",
     )
+    parser.add_argument("--steps", type=int, default=None, help="replaces training.steps")
+    parser.add_argument(
+        "--eval-prompts", type=int, default=None, help="replaces data.eval_prompts"
+    )
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     console = Console()
     out = args.out or Path("experiments/results") / args.config
-    table = run_comparison(args.config, args.seeds, args.study, out, console)
+    table = run_comparison(
+        args.config,
+        args.seeds,
+        args.study,
+        out,
+        console,
+        steps=args.steps,
+        eval_prompts=args.eval_prompts,
+    )
     console.print(table.read_text())
     return 0
 

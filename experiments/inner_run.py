@@ -3,7 +3,8 @@
 This is the objective the outer loop maximises (DESIGN.md section 1): ``ShapedGRPOTrainer`` for
 ``training.steps`` steps, then the mean original reward-model score of completions sampled (with
 the run's seed) for the held-out prompts. The run also records its learning curve (the mean
-training reward per step) and the KL from the starting policy on the held-out completions.
+training reward per step), the starting policy's reward on the same prompts with the same seed, and
+the KL from the starting policy on the held-out completions.
 """
 
 from __future__ import annotations
@@ -88,11 +89,27 @@ def _prompts(config: ExperimentConfig, tokenizer, split: str, n: int) -> list[st
 
 @dataclass
 class _HeldOut:
-    """Completions of the trained policy on the held-out prompts, and how they score."""
+    """Completions of the trained policy on the held-out prompts, and how they score.
+
+    ``start_reward`` is the starting policy's mean reward on the same prompts, sampled with the
+    same seed: the level the run is measured against.
+    """
 
     mean_reward: float
+    start_reward: float
     kl_to_start: float
     samples: list[tuple[str, str, float]]
+
+
+@dataclass
+class _Sampled:
+    """One seeded completion per prompt: ``ids`` and ``mask`` are ``B x (P + C)``."""
+
+    ids: torch.Tensor
+    mask: torch.Tensor
+    prompt_len: int
+    texts: list[str]
+    rewards: torch.Tensor
 
 
 def _sequence_log_probs(
@@ -106,19 +123,19 @@ def _sequence_log_probs(
     return (log_probs * mask[:, prompt_len:]).sum(dim=1)
 
 
-def _evaluate(
-    config, policy, start_policy, tokenizer, reward: RewardFn, prompts: list[str]
-) -> _HeldOut:
-    """Sample one completion per held-out prompt with the run's seed and score it."""
+def _sample_and_score(
+    config, model, tokenizer, reward: RewardFn, prompts: list[str]
+) -> _Sampled:
+    """Sample one completion per prompt with the run's seed and score it with ``reward``."""
     from tokenshape.encoding import encode_pairs
 
-    policy.eval()
+    model.eval()
     tokenizer.padding_side = "left"
     batch = tokenizer(prompts, return_tensors="pt", padding=True)
     with torch.random.fork_rng():
         torch.manual_seed(config.seed)
         with torch.inference_mode():
-            out = policy.generate(
+            out = model.generate(
                 **batch,
                 max_new_tokens=config.training.max_completion_length,
                 do_sample=True,
@@ -130,22 +147,33 @@ def _evaluate(
     # Tokens after the first end-of-sequence are not part of the completion.
     ended = (completion == tokenizer.eos_token_id).cumsum(dim=1)
     completion_mask = (ended == 0) | ((ended == 1) & (completion == tokenizer.eos_token_id))
-    mask = torch.cat([batch["attention_mask"], completion_mask.long()], dim=1)
     texts = [
         tokenizer.decode(row[keep], skip_special_tokens=True)
         for row, keep in zip(completion, completion_mask)
     ]
-    kls = _sequence_log_probs(policy, out, mask, prompt_len) - _sequence_log_probs(
-        start_policy, out, mask, prompt_len
-    )
     rm_tokenizer = reward.tokenizer
     encoded = encode_pairs(
         rm_tokenizer, prompts, texts, max_length=getattr(rm_tokenizer, "model_max_length", None)
     )
     with torch.inference_mode():
         rewards = reward(encoded.input_ids, encoded.attention_mask).double().cpu()
-    samples = [(p, t, float(r)) for p, t, r in zip(prompts, texts, rewards)]
-    return _HeldOut(float(rewards.mean()), float(kls.mean()), samples)
+    mask = torch.cat([batch["attention_mask"], completion_mask.long()], dim=1)
+    return _Sampled(out, mask, prompt_len, texts, rewards)
+
+
+def _evaluate(
+    config, policy, start_policy, tokenizer, reward: RewardFn, prompts: list[str]
+) -> _HeldOut:
+    """Score the trained and the starting policy on the held-out prompts; KL on the former's samples."""
+    trained = _sample_and_score(config, policy, tokenizer, reward, prompts)
+    start = _sample_and_score(config, start_policy, tokenizer, reward, prompts)
+    kls = _sequence_log_probs(
+        policy, trained.ids, trained.mask, trained.prompt_len
+    ) - _sequence_log_probs(start_policy, trained.ids, trained.mask, trained.prompt_len)
+    samples = [(p, t, float(r)) for p, t, r in zip(prompts, trained.texts, trained.rewards)]
+    return _HeldOut(
+        float(trained.rewards.mean()), float(start.rewards.mean()), float(kls.mean()), samples
+    )
 
 
 def run_inner(
@@ -228,6 +256,7 @@ def run_inner(
         _prompts(config, tokenizer, "heldout", config.data.eval_prompts),
     )
     info = {
+        "start_reward": held_out.start_reward,
         "kl_to_start": held_out.kl_to_start,
         "train_seconds": round(train_seconds, 1),
         "seconds": round(time.perf_counter() - started, 1),

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
+import pytest
 from rich.console import Console
 
-from tokenshape.experiments.compare import run_comparison, steps_to_reach
+from tokenshape.errors import InvalidArgumentError
+from tokenshape.experiments.compare import run_comparison, smoothed, steps_to_reach
 
 
 def test_steps_to_reach():
@@ -12,14 +16,41 @@ def test_steps_to_reach():
     assert steps_to_reach([0.1, 0.2], 0.25) is None
 
 
+def test_smoothed_is_a_trailing_mean():
+    assert smoothed([1.0, 3.0, 5.0, 7.0], window=2) == [1.0, 2.0, 4.0, 6.0]
+    assert smoothed([2.0, 4.0], window=5) == [2.0, 3.0]
+    with pytest.raises(InvalidArgumentError, match="window"):
+        smoothed([1.0], window=0)
+
+
 def test_comparison_writes_a_table_and_resumes(tmp_path):
     conditions = {"sparse": {"sparse": 1.0}, "kernel_shap": {"kernel_shap": 1.0}}
-    table = run_comparison("tiny", 2, None, tmp_path, Console(), conditions=conditions)
+    table = run_comparison(
+        "tiny", 2, None, tmp_path, Console(), conditions=conditions, steps=3, eval_prompts=5
+    )
     text = table.read_text()
     assert "| sparse |" in text and "| kernel_shap |" in text
+    assert "--steps 3 --eval-prompts 5" in text
+    assert "starting policy scores" in text
     assert (tmp_path / "learning_curves.png").stat().st_size > 1000
     results = sorted((tmp_path / "runs").glob("*/result.json"))
     assert len(results) == 4
+    for path in results:
+        run = json.loads(path.read_text())
+        assert len(run["learning_curve"]) == 3
+        assert len(run["samples"]) == 5
     stamps = [path.stat().st_mtime_ns for path in results]
-    run_comparison("tiny", 2, None, tmp_path, Console(), conditions=conditions)
+    run_comparison(
+        "tiny", 2, None, tmp_path, Console(), conditions=conditions, steps=3, eval_prompts=5
+    )
     assert [path.stat().st_mtime_ns for path in results] == stamps
+
+
+def test_comparison_refuses_bad_arguments(tmp_path):
+    with pytest.raises(InvalidArgumentError, match="training.steps"):
+        run_comparison("tiny", 1, None, tmp_path, Console(), steps=0)
+    with pytest.raises(InvalidArgumentError, match="seeds"):
+        run_comparison("tiny", 0, None, tmp_path, Console())
+    with pytest.raises(InvalidArgumentError, match="sparse"):
+        run_comparison("tiny", 1, None, tmp_path, Console(), conditions={"lime": {"lime": 1.0}})
+    assert not (tmp_path / "runs").exists()
