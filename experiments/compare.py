@@ -160,8 +160,10 @@ def _write_table(
     sparse = results["sparse"]
     seeds = len(sparse)
     rows = [
-        "| condition | weights | held-out reward | minus sparse, same seed | better than sparse "
-        "| steps to sparse's final train reward | KL to start | train s per run |",
+        (
+            "| condition | weights | held-out reward | minus sparse, same seed | better than sparse "
+            "| steps to sparse's final train reward | KL to start | train s per run |"
+        ),
         "|---|---|---|---|---|---|---|---|",
     ]
     for name, runs in results.items():
@@ -188,25 +190,31 @@ def _write_table(
     lines = [
         f"# Comparison on `{config.name}`",
         "",
-        f"{seeds} seeds per condition; each run: {training.steps} GRPO steps of "
-        f"{training.batch_size} completions ({training.num_generations} per prompt, at most "
-        f"{training.max_completion_length} tokens), attribution budget {config.attribution.budget} "
-        f"rows per completion, then one seeded completion for each of {config.data.eval_prompts} "
-        "held-out prompts scored by the reward model. Values are mean ± sd over seeds.",
+        (
+            f"{seeds} seeds per condition; each run: {training.steps} GRPO steps of "
+            f"{training.batch_size} completions ({training.num_generations} per prompt, at most "
+            f"{training.max_completion_length} tokens), attribution budget {config.attribution.budget} "
+            f"rows per completion, then one seeded completion for each of {config.data.eval_prompts} "
+            "held-out prompts scored by the reward model. Values are mean ± sd over seeds."
+        ),
         "",
         *rows,
         "",
     ]
     if start:
         lines += [
-            f"The starting policy scores {_mean_sd(start)} on the same held-out prompts "
-            "(same sampling seed).",
+            (
+                f"The starting policy scores {_mean_sd(start)} on the same held-out prompts "
+                "(same sampling seed)."
+            ),
             "",
         ]
     lines += [
-        f"Steps to reach: the training reward averaged over the last {SMOOTHING_WINDOW} steps, "
-        "against sparse GRPO's final value of the same average in the same seed (same prompts "
-        "in the same order).",
+        (
+            f"Steps to reach: the training reward averaged over the last {SMOOTHING_WINDOW} steps, "
+            "against sparse GRPO's final value of the same average in the same seed (same prompts "
+            "in the same order)."
+        ),
         "",
         "![learning curves and held-out rewards](learning_curves.png)",
         "",
@@ -279,9 +287,7 @@ def main(argv: list[str] | None = None) -> int:
         help="a finished study; adds its best weights as bo_tuned",
     )
     parser.add_argument("--steps", type=int, default=None, help="replaces training.steps")
-    parser.add_argument(
-        "--eval-prompts", type=int, default=None, help="replaces data.eval_prompts"
-    )
+    parser.add_argument("--eval-prompts", type=int, default=None, help="replaces data.eval_prompts")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     console = Console()

@@ -123,9 +123,7 @@ def _sequence_log_probs(
     return (log_probs * mask[:, prompt_len:]).sum(dim=1)
 
 
-def _sample_and_score(
-    config, model, tokenizer, reward: RewardFn, prompts: list[str]
-) -> _Sampled:
+def _sample_and_score(config, model, tokenizer, reward: RewardFn, prompts: list[str]) -> _Sampled:
     """Sample one completion per prompt with the run's seed and score it with ``reward``."""
     from tokenshape.encoding import encode_pairs
 
