@@ -35,6 +35,7 @@ from tokenshape.experiments.config import (
     load_config,
 )
 from tokenshape.experiments.inner_run import run_inner
+from tokenshape.experiments.progress import progress_bars
 from tokenshape.shaping.params import ShapingParams
 
 __all__ = ["CONDITIONS", "main", "run_comparison", "smoothed", "steps_to_reach"]
@@ -115,16 +116,17 @@ def run_comparison(
         conditions["bo_tuned"] = _tuned_weights(study)
     out.mkdir(parents=True, exist_ok=True)
     results: dict[str, list[dict]] = {name: [] for name in conditions}
-    for seed in range(seeds):
-        config = config_from_dict({**config_to_dict(base), "seed": base.seed + seed})
-        for name, weights in conditions.items():
-            run_dir = out / "runs" / f"{name}-seed{seed}"
-            result_file = run_dir / "result.json"
-            if not result_file.exists():
-                console.print(f"[bold]{name}[/] seed {seed}: {weights}")
-                params = ShapingParams(weights, normalization=config.attribution.normalization)
-                run_inner(config, params, output_dir=run_dir)
-            results[name].append(json.loads(result_file.read_text()))
+    with progress_bars(console) as bars:
+        runs_task = bars.add_task("runs", total=seeds * len(conditions))
+        for seed in range(seeds):
+            config = config_from_dict({**config_to_dict(base), "seed": base.seed + seed})
+            for name, weights in conditions.items():
+                result_file = out / "runs" / f"{name}-seed{seed}" / "result.json"
+                if not result_file.exists():
+                    bars.console.print(f"[bold]{name}[/] seed {seed}: {weights}")
+                    _run(config, weights, result_file.parent, bars)
+                results[name].append(json.loads(result_file.read_text()))
+                bars.advance(runs_task)
     command = f"python -m tokenshape.experiments.compare --config {config_name} --seeds {seeds}"
     if study is not None:
         command += f" --study {study}"
@@ -135,6 +137,21 @@ def run_comparison(
     command += f" --out {out}"
     _plot(results, out, seeds)
     return _write_table(results, conditions, out, base, command)
+
+
+def _run(config: ExperimentConfig, weights: dict[str, float], folder: Path, bars) -> None:
+    """One inner run with a step bar of its own, removed when the run ends."""
+    params = ShapingParams(weights, normalization=config.attribution.normalization)
+    task = bars.add_task("  step", total=config.training.steps)
+    try:
+        run_inner(
+            config,
+            params,
+            output_dir=folder,
+            progress=lambda step, total: bars.update(task, completed=step, total=total),
+        )
+    finally:
+        bars.remove_task(task)
 
 
 def _mean_sd(values: list[float]) -> str:
@@ -292,15 +309,21 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     console = Console()
     out = args.out or Path("experiments/results") / args.config
-    table = run_comparison(
-        args.config,
-        args.seeds,
-        args.study,
-        out,
-        console,
-        steps=args.steps,
-        eval_prompts=args.eval_prompts,
-    )
+    try:
+        table = run_comparison(
+            args.config,
+            args.seeds,
+            args.study,
+            out,
+            console,
+            steps=args.steps,
+            eval_prompts=args.eval_prompts,
+        )
+    except KeyboardInterrupt:
+        console.print(
+            f"stopped: finished runs are kept in {out / 'runs'}; run the same command to continue"
+        )
+        return 130
     console.print(table.read_text())
     return 0
 

@@ -54,3 +54,38 @@ def test_comparison_refuses_bad_arguments(tmp_path):
     with pytest.raises(InvalidArgumentError, match="sparse"):
         run_comparison("tiny", 1, None, tmp_path, Console(), conditions={"lime": {"lime": 1.0}})
     assert not (tmp_path / "runs").exists()
+
+
+def test_ctrl_c_keeps_finished_runs_and_the_rerun_continues(tmp_path, monkeypatch, capsys):
+    from tokenshape.experiments import compare
+
+    calls: list[str] = []
+
+    def fake_run_inner(config, params, *, output_dir, progress=None):
+        calls.append(f"{output_dir.name}")
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        curve = [0.1 * step for step in range(1, config.training.steps + 1)]
+        result = {
+            "objective": float(len(calls)),
+            "start_reward": 0.0,
+            "learning_curve": curve,
+            "kl_to_start": 0.01,
+            "train_seconds": 1.0,
+        }
+        output_dir.mkdir(parents=True)
+        (output_dir / "result.json").write_text(json.dumps(result))
+
+    monkeypatch.setattr(compare, "run_inner", fake_run_inner)
+    argv = ["--config", "tiny", "--seeds", "1", "--steps", "4", "--out", str(tmp_path)]
+    assert compare.main(argv) == 130
+    assert "run the same command to continue" in " ".join(capsys.readouterr().out.split())
+    assert [p.parent.name for p in (tmp_path / "runs").glob("*/result.json")] == ["sparse-seed0"]
+    assert compare.main(argv) == 0
+    # sparse is not run again; the interrupted abc run and the rest are.
+    assert calls == ["sparse-seed0", "abc-seed0", "abc-seed0", "kernel_shap-seed0", "lime-seed0"]
+    text = (tmp_path / "results.md").read_text()
+    lime_row = next(line for line in text.splitlines() if line.startswith("| lime |"))
+    # Held-out rewards are the call numbers (sparse 1, lime 5); identical curves reach sparse's
+    # 5-step-average final (0.25) at the last step.
+    assert "| 5.000 ± 0.000 | 4.000 ± 0.000 | 1/1 seeds | 4.0 (1/1 reached) |" in lime_row
