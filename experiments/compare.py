@@ -81,8 +81,12 @@ def _tuned_weights(study: Path) -> dict[str, float]:
 def _with_overrides(
     config: ExperimentConfig, steps: int | None, eval_prompts: int | None
 ) -> ExperimentConfig:
-    """``config`` with its training steps and held-out prompts replaced, validated again."""
+    """``config`` with its training steps and held-out prompts replaced, validated again.
+
+    The runs' objective is always the held-out reward, whatever the config tunes.
+    """
     data = config_to_dict(config)
+    data["sweep"]["objective"] = "heldout_reward"
     if steps is not None:
         data["training"]["steps"] = steps
     if eval_prompts is not None:

@@ -172,6 +172,15 @@ class SweepConfig:
         default=8, metadata=_spec("trials in the study, the Sobol ones included", low=1, high=10000)
     )
     batch_size: int = field(default=1, metadata=_spec("trials proposed at once", low=1, high=64))
+    objective: str = field(
+        default="heldout_reward",
+        metadata=_spec(
+            "what a trial maximises: the mean held-out reward after training (heldout_reward) or "
+            "the mean training reward over all steps, the area under the learning curve divided "
+            "by the steps (curve_mean)",
+            choices=("heldout_reward", "curve_mean"),
+        ),
+    )
 
 
 @dataclass

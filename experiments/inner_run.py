@@ -2,7 +2,8 @@
 
 This is the objective the outer loop maximises (DESIGN.md section 1): ``ShapedGRPOTrainer`` for
 ``training.steps`` steps, then the mean original reward-model score of completions sampled (with
-the run's seed) for the held-out prompts. The run also records its learning curve (the mean
+the run's seed) for the held-out prompts, or, with ``sweep.objective: curve_mean``, the mean
+training reward over the steps (the area under the learning curve per step). The run also records its learning curve (the mean
 training reward per step), the starting policy's reward on the same prompts with the same seed, and
 the KL from the starting policy on the held-out completions.
 """
@@ -10,6 +11,7 @@ the KL from the starting policy on the held-out completions.
 from __future__ import annotations
 
 import json
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -181,7 +183,11 @@ def run_inner(
     output_dir: str | Path,
     progress: StepProgress | None = None,
 ) -> ObjectiveResult:
-    """Train with ``params`` and return the held-out mean reward, with the curve and the KL.
+    """Train with ``params`` and return the objective, with the curve, the KL and the rewards.
+
+    The objective is ``config.sweep.objective``: the held-out mean reward, or the mean training
+    reward over the steps. ``info`` holds both rewards, the starting policy's held-out reward and
+    the KL, whichever is the objective.
 
     Args:
         config: the experiment.
@@ -253,7 +259,13 @@ def run_inner(
         reward,
         _prompts(config, tokenizer, "heldout", config.data.eval_prompts),
     )
+    value = (
+        held_out.mean_reward
+        if config.sweep.objective == "heldout_reward"
+        else statistics.fmean(curve)
+    )
     info = {
+        "heldout_reward": held_out.mean_reward,
         "start_reward": held_out.start_reward,
         "kl_to_start": held_out.kl_to_start,
         "train_seconds": round(train_seconds, 1),
@@ -263,7 +275,7 @@ def run_inner(
     (folder / "result.json").write_text(
         json.dumps(
             {
-                "objective": held_out.mean_reward,
+                "objective": value,
                 "learning_curve": curve,
                 **info,
                 "samples": held_out.samples,
@@ -271,4 +283,4 @@ def run_inner(
             indent=2,
         )
     )
-    return ObjectiveResult(value=held_out.mean_reward, learning_curve=curve, info=info)
+    return ObjectiveResult(value=value, learning_curve=curve, info=info)

@@ -82,11 +82,11 @@ def run_train(config: ExperimentConfig, folder: Path, console: Console) -> float
             progress=lambda step, total: bars.update(task, completed=step, total=total),
         )
     console.print(
-        f"held-out mean reward {result.value:.4f} (starting policy "
+        f"held-out mean reward {result.info['heldout_reward']:.4f} (starting policy "
         f"{result.info['start_reward']:.4f}), KL to the start {result.info['kl_to_start']:.4f}, "
         f"{result.info['seconds']:.0f} s; details in {folder / 'result.json'}"
     )
-    return result.value
+    return result.info["heldout_reward"]
 
 
 def run_sweep(config: ExperimentConfig, folder: Path, console: Console) -> Path:

@@ -38,6 +38,7 @@ def test_imdb_positive_is_the_embedded_task():
         ({"training": {"learning_rate": -1.0}}, "training.learning_rate", "a value in"),
         ({"training": {"mode": "dense"}}, "training.mode", "one of"),
         ({"reward": {"model": "gpt"}}, "reward.model", "one of"),
+        ({"sweep": {"objective": "auc"}}, "sweep.objective", "one of"),
         ({"attribution": {"budget": 1}}, "attribution.budget", "a value in [2,"),
         ({"sweep": {"n_initial": 5, "n_trials": 3}}, "sweep.n_initial", "at most sweep.n_trials=3"),
         (
