@@ -183,9 +183,9 @@ def _write_table(
     rows = [
         (
             "| condition | weights | held-out reward | minus sparse, same seed | better than sparse "
-            "| steps to sparse's final train reward | KL to start | train s per run |"
+            "| steps to sparse's final train reward | KL to start |"
         ),
-        "|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|",
     ]
     for name, runs in results.items():
         finals = [run["objective"] for run in runs]
@@ -203,8 +203,7 @@ def _write_table(
             f"| {name} | {weights} | {_mean_sd(finals)} | "
             f"{'-' if name == 'sparse' else _mean_sd(differences)} | "
             f"{'-' if name == 'sparse' else f'{better}/{len(runs)} seeds'} | {steps_text} | "
-            f"{_mean_sd([run['kl_to_start'] for run in runs])} | "
-            f"{statistics.mean(run['train_seconds'] for run in runs):.0f} |"
+            f"{_mean_sd([run['kl_to_start'] for run in runs])} |"
         )
     start = [run["start_reward"] for run in sparse if "start_reward" in run]
     training = config.training
@@ -236,6 +235,8 @@ def _write_table(
             "against sparse GRPO's final value of the same average in the same seed (same prompts "
             "in the same order)."
         ),
+        "",
+        "The cost of a step with each signal is measured in `benchmarks/results/training_step.md`.",
         "",
         "![learning curves and held-out rewards](learning_curves.png)",
         "",

@@ -71,7 +71,6 @@ def test_ctrl_c_keeps_finished_runs_and_the_rerun_continues(tmp_path, monkeypatc
             "start_reward": 0.0,
             "learning_curve": curve,
             "kl_to_start": 0.01,
-            "train_seconds": 1.0,
         }
         output_dir.mkdir(parents=True)
         (output_dir / "result.json").write_text(json.dumps(result))
