@@ -1,5 +1,7 @@
 """The first comparison: sparse GRPO, ABC, kernel_shap only, lime only and the tuned blend.
 
+A control, sparse GRPO with twice the learning rate, runs beside them.
+
 Each condition is trained with the same config for several seeds; every run is saved as it
 finishes, so an interrupted comparison continues where it stopped. Runs go seed by seed (every
 condition of seed 0, then of seed 1, ...), so a comparison stopped early is still balanced. Within a
@@ -23,6 +25,7 @@ import json
 import platform
 import statistics
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
@@ -38,14 +41,32 @@ from tokenshape.experiments.inner_run import run_inner
 from tokenshape.experiments.progress import progress_bars
 from tokenshape.shaping.params import ShapingParams
 
-__all__ = ["CONDITIONS", "main", "run_comparison", "smoothed", "steps_to_reach"]
+__all__ = ["CONDITIONS", "Condition", "main", "run_comparison", "smoothed", "steps_to_reach"]
 
-#: Fixed conditions: name -> weights. ABC's attention weight is 0.5 (its beta is a choice).
+
+@dataclass(frozen=True)
+class Condition:
+    """One arm of the comparison: the blend weights, and a multiplier of the learning rate."""
+
+    weights: dict[str, float]
+    learning_rate_scale: float = 1.0
+
+    def describe(self) -> str:
+        text = ", ".join(f"{name} {weight:.2f}" for name, weight in self.weights.items())
+        if self.learning_rate_scale != 1.0:
+            text += f"; learning rate x{self.learning_rate_scale:g}"
+        return text
+
+
+#: Fixed conditions. ABC's attention weight is 0.5 (its beta is a choice). ``sparse_lr2x`` is a
+#: control: dense credit moves the policy further per step, so sparse GRPO with twice the learning
+#: rate shows how much of a gain a larger step alone would give.
 CONDITIONS = {
-    "sparse": {"sparse": 1.0},
-    "abc": {"attention": 0.5, "sparse": 0.5},
-    "kernel_shap": {"kernel_shap": 1.0},
-    "lime": {"lime": 1.0},
+    "sparse": Condition({"sparse": 1.0}),
+    "abc": Condition({"attention": 0.5, "sparse": 0.5}),
+    "kernel_shap": Condition({"kernel_shap": 1.0}),
+    "lime": Condition({"lime": 1.0}),
+    "sparse_lr2x": Condition({"sparse": 1.0}, learning_rate_scale=2.0),
 }
 
 #: Training rewards are averaged over this many steps before steps-to-reach is read off.
@@ -66,7 +87,7 @@ def steps_to_reach(curve: list[float], target: float) -> int | None:
     return next((step for step, value in enumerate(curve, start=1) if value >= target), None)
 
 
-def _tuned_weights(study: Path) -> dict[str, float]:
+def _tuned(study: Path) -> Condition:
     from tokenshape.tuning import TrialStore
 
     with TrialStore(study) as store:
@@ -75,7 +96,7 @@ def _tuned_weights(study: Path) -> dict[str, float]:
         raise SystemExit(
             f"the study in {study} has no complete trial: run `tokenshape sweep` first"
         )
-    return dict(max(complete, key=lambda t: t.objective).params.weights)
+    return Condition(dict(max(complete, key=lambda t: t.objective).params.weights))
 
 
 def _with_overrides(
@@ -101,7 +122,7 @@ def run_comparison(
     out: Path,
     console: Console,
     *,
-    conditions: dict[str, dict[str, float]] | None = None,
+    conditions: dict[str, Condition] | None = None,
     steps: int | None = None,
     eval_prompts: int | None = None,
 ) -> Path:
@@ -117,18 +138,18 @@ def run_comparison(
     if "sparse" not in conditions:
         raise InvalidArgumentError("conditions", sorted(conditions), "names including 'sparse'")
     if study is not None:
-        conditions["bo_tuned"] = _tuned_weights(study)
+        conditions["bo_tuned"] = _tuned(study)
     out.mkdir(parents=True, exist_ok=True)
     results: dict[str, list[dict]] = {name: [] for name in conditions}
     with progress_bars(console) as bars:
         runs_task = bars.add_task("runs", total=seeds * len(conditions))
         for seed in range(seeds):
             config = config_from_dict({**config_to_dict(base), "seed": base.seed + seed})
-            for name, weights in conditions.items():
+            for name, condition in conditions.items():
                 result_file = out / "runs" / f"{name}-seed{seed}" / "result.json"
                 if not result_file.exists():
-                    bars.console.print(f"[bold]{name}[/] seed {seed}: {weights}")
-                    _run(config, weights, result_file.parent, bars)
+                    bars.console.print(f"[bold]{name}[/] seed {seed}: {condition.describe()}")
+                    _run(config, condition, result_file.parent, bars)
                 results[name].append(json.loads(result_file.read_text()))
                 bars.advance(runs_task)
     command = f"python -m tokenshape.experiments.compare --config {config_name} --seeds {seeds}"
@@ -143,9 +164,13 @@ def run_comparison(
     return _write_table(results, conditions, out, base, command)
 
 
-def _run(config: ExperimentConfig, weights: dict[str, float], folder: Path, bars) -> None:
+def _run(config: ExperimentConfig, condition: Condition, folder: Path, bars) -> None:
     """One inner run with a step bar of its own, removed when the run ends."""
-    params = ShapingParams(weights, normalization=config.attribution.normalization)
+    if condition.learning_rate_scale != 1.0:
+        data = config_to_dict(config)
+        data["training"]["learning_rate"] *= condition.learning_rate_scale
+        config = config_from_dict(data)
+    params = ShapingParams(condition.weights, normalization=config.attribution.normalization)
     task = bars.add_task("  step", total=config.training.steps)
     try:
         run_inner(
@@ -173,7 +198,7 @@ def _steps_to_sparse(runs: list[dict], sparse_runs: list[dict]) -> list[int | No
 
 def _write_table(
     results: dict[str, list[dict]],
-    conditions: dict[str, dict[str, float]],
+    conditions: dict[str, Condition],
     out: Path,
     config: ExperimentConfig,
     command: str,
@@ -198,9 +223,8 @@ def _write_table(
             else f"not reached (0/{len(runs)})"
         )
         better = sum(d > 0 for d in differences)
-        weights = ", ".join(f"{k} {v:.2f}" for k, v in conditions[name].items())
         rows.append(
-            f"| {name} | {weights} | {_mean_sd(finals)} | "
+            f"| {name} | {conditions[name].describe()} | {_mean_sd(finals)} | "
             f"{'-' if name == 'sparse' else _mean_sd(differences)} | "
             f"{'-' if name == 'sparse' else f'{better}/{len(runs)} seeds'} | {steps_text} | "
             f"{_mean_sd([run['kl_to_start'] for run in runs])} |"
