@@ -301,16 +301,20 @@ def _cpu_name() -> str:
 
 
 def _plot(results: dict[str, list[dict]], out: Path, seeds: int) -> None:
-    """Smoothed mean training curves (left) and each seed's held-out reward (right)."""
+    """Smoothed mean training curves (left); each seed's held-out rewards, joined (right).
+
+    The right panel starts with the starting policy's held-out reward, so each seed's line shows
+    where every condition took the same policy on the same prompts.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     figure, (curves, finals) = plt.subplots(
-        1, 2, figsize=(11, 4), gridspec_kw={"width_ratios": [3, 2]}
+        1, 2, figsize=(12, 4.2), gridspec_kw={"width_ratios": [3, 2]}
     )
-    for position, (name, runs) in enumerate(results.items()):
+    for name, runs in results.items():
         length = min(len(run["learning_curve"]) for run in runs)
         mean_curve = [
             statistics.mean(run["learning_curve"][i] for run in runs) for i in range(length)
@@ -321,18 +325,24 @@ def _plot(results: dict[str, list[dict]], out: Path, seeds: int) -> None:
             label=name,
             linestyle="--" if name == "sparse" else "-",
         )
-        values = [run["objective"] for run in runs]
-        finals.scatter([position] * len(values), values, alpha=0.6)
+    columns = {"start": [run["start_reward"] for run in results["sparse"]]}
+    columns.update({name: [run["objective"] for run in runs] for name, runs in results.items()})
+    for seed in range(seeds):
+        finals.plot(
+            range(len(columns)),
+            [values[seed] for values in columns.values()],
+            marker="o",
+            alpha=0.5,
+            label=f"seed {seed}",
+        )
+    for position, values in enumerate(columns.values()):
         finals.hlines(statistics.mean(values), position - 0.3, position + 0.3, color="black")
-    start = [run["start_reward"] for run in results["sparse"] if "start_reward" in run]
-    if start:
-        finals.axhline(statistics.mean(start), color="grey", linestyle=":", label="starting policy")
-        finals.legend(loc="lower right")
     curves.set_xlabel("GRPO step")
     curves.set_ylabel(f"training reward, mean of {seeds} seeds, {SMOOTHING_WINDOW}-step average")
     curves.legend()
-    finals.set_xticks(range(len(results)), list(results), rotation=30)
-    finals.set_ylabel("held-out reward (dots: seeds, bar: mean)")
+    finals.set_xticks(range(len(columns)), list(columns), rotation=30)
+    finals.set_ylabel("held-out reward (bar: mean over seeds)")
+    finals.legend(fontsize="small")
     figure.savefig(out / "learning_curves.png", dpi=110, bbox_inches="tight")
     plt.close(figure)
 
