@@ -11,6 +11,7 @@ the KL from the starting policy on the held-out completions.
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -272,15 +273,10 @@ def run_inner(
         "seconds": round(time.perf_counter() - started, 1),
         "weights": dict(params.weights),
     }
-    (folder / "result.json").write_text(
-        json.dumps(
-            {
-                "objective": value,
-                "learning_curve": curve,
-                **info,
-                "samples": held_out.samples,
-            },
-            indent=2,
-        )
-    )
+    record = {"objective": value, "learning_curve": curve, **info, "samples": held_out.samples}
+    # Written beside and moved into place: a run killed while writing leaves no half file, so a
+    # resumed comparison never reads one.
+    staging = folder / "result.json.writing"
+    staging.write_text(json.dumps(record, indent=2))
+    os.replace(staging, folder / "result.json")
     return ObjectiveResult(value=value, learning_curve=curve, info=info)

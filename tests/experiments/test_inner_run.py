@@ -38,6 +38,7 @@ def test_the_objective_is_the_configured_one_and_both_rewards_are_recorded(tmp_p
     )
     assert result.value == pytest.approx(expected, abs=1e-12)
     recorded = json.loads((tmp_path / "result.json").read_text())
+    assert not (tmp_path / "result.json.writing").exists()
     assert recorded["objective"] == pytest.approx(result.value, abs=1e-12)
     assert len(recorded["samples"]) == config.data.eval_prompts
     assert recorded["heldout_reward"] == pytest.approx(
