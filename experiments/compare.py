@@ -277,7 +277,7 @@ def _write_table(
         "",
         "The cost of a step with each signal is measured in `benchmarks/results/training_step.md`.",
         "",
-        "![learning curves and held-out rewards](learning_curves.png)",
+        "![learning curves, held-out rewards, reward against KL](comparison.png)",
         "",
         f"Machine: {platform.machine()}, {_cpu_name()}, torch CPU. Regenerate: `{command}`",
         "",
@@ -301,18 +301,20 @@ def _cpu_name() -> str:
 
 
 def _plot(results: dict[str, list[dict]], out: Path, seeds: int) -> None:
-    """Smoothed mean training curves (left); each seed's held-out rewards, joined (right).
+    """Smoothed mean training curves; each seed's held-out rewards, joined; reward against KL.
 
-    The right panel starts with the starting policy's held-out reward, so each seed's line shows
-    where every condition took the same policy on the same prompts.
+    The middle panel starts with the starting policy's held-out reward, so each seed's line shows
+    where every condition took the same policy on the same prompts. The right panel puts each run's
+    held-out gain over its starting policy against its KL to it: a condition that only moves the
+    policy further lies on the others' trend, one that moves it better lies above.
     """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, (curves, finals) = plt.subplots(
-        1, 2, figsize=(12, 4.2), gridspec_kw={"width_ratios": [3, 2]}
+    figure, (curves, finals, frontier) = plt.subplots(
+        1, 3, figsize=(17, 4.2), gridspec_kw={"width_ratios": [3, 2, 2]}
     )
     for name, runs in results.items():
         length = min(len(run["learning_curve"]) for run in runs)
@@ -324,6 +326,12 @@ def _plot(results: dict[str, list[dict]], out: Path, seeds: int) -> None:
             smoothed(mean_curve),
             label=name,
             linestyle="--" if name == "sparse" else "-",
+        )
+        frontier.scatter(
+            [run["kl_to_start"] for run in runs],
+            [run["objective"] - run["start_reward"] for run in runs],
+            label=name,
+            marker="s" if name.startswith("sparse") else "o",
         )
     columns = {"start": [run["start_reward"] for run in results["sparse"]]}
     columns.update({name: [run["objective"] for run in runs] for name, runs in results.items()})
@@ -343,7 +351,11 @@ def _plot(results: dict[str, list[dict]], out: Path, seeds: int) -> None:
     finals.set_xticks(range(len(columns)), list(columns), rotation=30)
     finals.set_ylabel("held-out reward (bar: mean over seeds)")
     finals.legend(fontsize="small")
-    figure.savefig(out / "learning_curves.png", dpi=110, bbox_inches="tight")
+    frontier.axhline(0.0, color="grey", linewidth=0.8)
+    frontier.set_xlabel("KL to the starting policy (held-out completions)")
+    frontier.set_ylabel("held-out reward minus the starting policy's")
+    frontier.legend(fontsize="small")
+    figure.savefig(out / "comparison.png", dpi=110, bbox_inches="tight")
     plt.close(figure)
 
 

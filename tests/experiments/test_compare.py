@@ -37,7 +37,7 @@ def test_comparison_writes_a_table_and_resumes(tmp_path):
     assert "| sparse_lr3x | sparse 1.00; learning rate x3 |" in text
     assert "--steps 3 --eval-prompts 5" in text
     assert "starting policy scores" in text
-    assert (tmp_path / "learning_curves.png").stat().st_size > 1000
+    assert (tmp_path / "comparison.png").stat().st_size > 1000
     results = sorted((tmp_path / "runs").glob("*/result.json"))
     assert len(results) == 6
     for path in results:
