@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
@@ -242,7 +243,7 @@ def _write_table(
             f"{_mean_sd(train_differences) if paired else '-'} | {steps_text} | "
             f"{_mean_sd([run['kl_to_start'] for run in runs])} |"
         )
-    start = [run["start_reward"] for run in sparse if "start_reward" in run]
+    start = [run["start_reward"] for run in sparse]
     training = config.training
     lines = [
         f"# Comparison on `{config.name}`",
@@ -257,16 +258,11 @@ def _write_table(
         "",
         *rows,
         "",
-    ]
-    if start:
-        lines += [
-            (
-                f"The starting policy scores {_mean_sd(start)} on the same held-out prompts "
-                "(same sampling seed)."
-            ),
-            "",
-        ]
-    lines += [
+        (
+            f"The starting policy scores {_mean_sd(start)} on the same held-out prompts "
+            "(same sampling seed)."
+        ),
+        "",
         (
             f"Training rewards are averaged over the last {SMOOTHING_WINDOW} steps. Within a seed "
             "every condition trains on the same prompts in the same order, so the final train "
@@ -288,8 +284,6 @@ def _write_table(
 
 
 def _cpu_name() -> str:
-    import os
-
     try:
         with open("/proc/cpuinfo") as handle:
             name = next(
