@@ -2,10 +2,10 @@
 
 This is the objective the outer loop maximises (DESIGN.md section 1): ``ShapedGRPOTrainer`` for
 ``training.steps`` steps, then the mean original reward-model score of completions sampled (with
-the run's seed) for the held-out prompts, or, with ``sweep.objective: curve_mean``, the mean
-training reward over the steps (the area under the learning curve per step). The run also records its learning curve (the mean
-training reward per step), the starting policy's reward on the same prompts with the same seed, and
-the KL from the starting policy on the held-out completions.
+the run's seed) for the held-out prompts, or, with ``sweep.objective: curve_mean``, the mean of
+the learning curve (the training reward per step; its area divided by the steps). The run also
+records the curve, the starting policy's reward on the same prompts with the same seed, and the
+KL from the starting policy on the held-out completions.
 """
 
 from __future__ import annotations
