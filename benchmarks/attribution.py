@@ -55,6 +55,7 @@ from torch import Tensor
 
 import tokenshape
 from tokenshape.evaluation import default_chunk_rows
+from tokenshape.machine import cpu_model
 from tokenshape.models.data import split_reviews
 from tokenshape.models.sentiment import load_sentiment_reward_model
 from tokenshape.reward import SequenceClassifierReward
@@ -463,32 +464,31 @@ def shap_kernel(context: Context, sequence: Sequence, budget: int, seed: int) ->
     return np.asarray(phi, dtype=np.float64).reshape(-1)
 
 
-def captum_kernel_shap(context: Context, sequence: Sequence, budget: int, seed: int) -> np.ndarray:
-    from captum.attr import KernelShap
-
+def _captum_surrogate(
+    method: type, context: Context, sequence: Sequence, budget: int, seed: int
+) -> np.ndarray:
+    """A captum surrogate-model attribution (``KernelShap`` or ``Lime``) with ``budget`` rows."""
     torch.manual_seed(seed)
     rows = ResponseRows(context, sequence)
-    phi = KernelShap(rows.forward).attribute(
+    phi = method(rows.forward).attribute(
         rows.response[None, :],
         baselines=context.mask_id,
         n_samples=budget,
         perturbations_per_eval=context.captum_chunk,
     )
     return phi.double().reshape(-1).numpy()
+
+
+def captum_kernel_shap(context: Context, sequence: Sequence, budget: int, seed: int) -> np.ndarray:
+    from captum.attr import KernelShap
+
+    return _captum_surrogate(KernelShap, context, sequence, budget, seed)
 
 
 def captum_lime(context: Context, sequence: Sequence, budget: int, seed: int) -> np.ndarray:
     from captum.attr import Lime
 
-    torch.manual_seed(seed)
-    rows = ResponseRows(context, sequence)
-    phi = Lime(rows.forward).attribute(
-        rows.response[None, :],
-        baselines=context.mask_id,
-        n_samples=budget,
-        perturbations_per_eval=context.captum_chunk,
-    )
-    return phi.double().reshape(-1).numpy()
+    return _captum_surrogate(Lime, context, sequence, budget, seed)
 
 
 def captum_shapley_sampling(
@@ -974,14 +974,6 @@ def _git_state() -> dict[str, Any]:
 
 
 def machine_info(device: torch.device) -> dict[str, Any]:
-    cpu_model = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     versions = {}
     for package in (
         "tokenshape",
@@ -1004,7 +996,7 @@ def machine_info(device: torch.device) -> dict[str, Any]:
         "sched_affinity": len(os.sched_getaffinity(0))
         if hasattr(os, "sched_getaffinity")
         else None,
-        "cpu_model": cpu_model,
+        "cpu_model": cpu_model(),
         "torch_threads": torch.get_num_threads(),
         "device": str(device),
         "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,

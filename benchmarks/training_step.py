@@ -72,6 +72,8 @@ import torch
 from transformers import TrainerCallback
 from transformers.trainer_callback import PrinterCallback
 
+from tokenshape.machine import cpu_model
+
 RESULTS = Path(__file__).resolve().parent / "results" / "training_step"
 SEED = 0
 TARGET_RATIO = 1.5
@@ -287,14 +289,6 @@ def _count_rm_forwards(model: torch.nn.Module, timer_of: list[StepTimer | None])
 
 
 def machine_info() -> dict[str, Any]:
-    cpu_model = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
 
     def version(name: str) -> str:
         try:
@@ -305,7 +299,7 @@ def machine_info() -> dict[str, Any]:
     return {
         "nproc": os.cpu_count(),
         "affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "cpu_model": cpu_model,
+        "cpu_model": cpu_model(),
         "torch_threads": torch.get_num_threads(),
         "python": platform.python_version(),
         "platform": platform.platform(),
@@ -417,23 +411,16 @@ def wait_for_quiet(minutes: float, max_load: float) -> dict[str, Any]:
         busy = _attribution_benchmark_running()
         others = _other_cores(5.0)
         polls += 1
-        if not busy and load < max_load and others < 0.3:
-            return {
+        quiet = not busy and load < max_load and others < 0.3
+        if quiet or time.monotonic() - started >= minutes * 60:
+            state = {
                 "waited_s": time.monotonic() - started,
-                "quiet": True,
+                "quiet": quiet,
                 "load1": load,
                 "other_cores": others,
                 "polls": polls,
             }
-        if time.monotonic() - started >= minutes * 60:
-            return {
-                "waited_s": time.monotonic() - started,
-                "quiet": False,
-                "load1": load,
-                "other_cores": others,
-                "polls": polls,
-                "attribution_benchmark_running": busy,
-            }
+            return state if quiet else {**state, "attribution_benchmark_running": busy}
         print(
             f"waiting for a quiet machine: load {load:.2f}, other processes {others:.2f} cores, "
             f"attribution benchmark running: {busy}",

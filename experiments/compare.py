@@ -40,6 +40,7 @@ from tokenshape.experiments.config import (
 )
 from tokenshape.experiments.inner_run import run_inner
 from tokenshape.experiments.progress import progress_bars
+from tokenshape.machine import cpu_model
 from tokenshape.shaping.params import ShapingParams
 
 __all__ = ["CONDITIONS", "Condition", "main", "run_comparison", "smoothed", "steps_to_reach"]
@@ -275,23 +276,15 @@ def _write_table(
         "",
         "![learning curves, held-out rewards, reward against KL](comparison.png)",
         "",
-        f"Machine: {platform.machine()}, {_cpu_name()}, torch CPU. Regenerate: `{command}`",
+        (
+            f"Machine: {platform.machine()}, {cpu_model() or 'unknown CPU'} "
+            f"({os.cpu_count()} cores), torch CPU. Regenerate: `{command}`"
+        ),
         "",
     ]
     table = out / "results.md"
     table.write_text("\n".join(lines))
     return table
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as handle:
-            name = next(
-                line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")
-            )
-    except (OSError, StopIteration):
-        name = platform.processor() or "unknown CPU"
-    return f"{name} ({os.cpu_count()} cores)"
 
 
 def _plot(results: dict[str, list[dict]], out: Path, seeds: int) -> None:
