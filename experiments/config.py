@@ -1,7 +1,7 @@
 """Experiment configs: YAML files read into typed dataclasses, validated field by field.
 
-A config has five sections (``policy``, ``reward``, ``data``, ``training``, ``attribution``) and,
-for sweeps, ``sweep``. Every field has a type, a range or a set of choices, and a help text; an
+A config has five sections (``policy``, ``reward``, ``data``, ``training``, ``attribution``),
+for sweeps ``sweep``, and optionally ``grpo`` (further fields of TRL's ``GRPOConfig``). Every field has a type, a range or a set of choices, and a help text; an
 unknown key, a wrong type or a value out of range is an error that names the field's full path
 (``training.steps``), the value and what was expected.
 """
@@ -21,6 +21,10 @@ from tokenshape.errors import InvalidArgumentError
 
 __all__ = [
     "BUILTIN_CONFIGS",
+    "BUILTIN_POLICIES",
+    "BUILTIN_PROMPTS",
+    "BUILTIN_REWARDS",
+    "PYTHON_PREFIX",
     "AttributionConfig",
     "DataConfig",
     "ExperimentConfig",
@@ -36,6 +40,12 @@ __all__ = [
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 BUILTIN_CONFIGS = ("imdb_positive", "tiny")
+#: Names of ``policy.model``, ``reward.model`` and ``data.train`` that are not paths.
+BUILTIN_POLICIES = ("smollm2", "tiny")
+BUILTIN_REWARDS = ("minilm_sentiment", "vader")
+BUILTIN_PROMPTS = ("imdb",)
+#: ``reward.model`` starting with this names a Python function: ``python:package.module:function``.
+PYTHON_PREFIX = "python:"
 
 
 def _spec(
@@ -56,8 +66,9 @@ class PolicyConfig:
     model: str = field(
         default="smollm2",
         metadata=_spec(
-            "'smollm2' (SmolLM2-135M-Instruct, cached by `tokenshape prepare`) or 'tiny' (a random tiny Llama with the SmolLM2 tokenizer)",
-            choices=("smollm2", "tiny"),
+            "'smollm2' (SmolLM2-135M-Instruct, cached by `tokenshape prepare`), 'tiny' (a random "
+            "tiny Llama with the SmolLM2 tokenizer), a folder holding a Hugging Face causal LM and "
+            "its tokenizer, or a hub id where a hub is reachable"
         ),
     )
 
@@ -69,23 +80,72 @@ class RewardConfig:
     model: str = field(
         default="minilm_sentiment",
         metadata=_spec(
-            "'minilm_sentiment' (the cached MiniLM IMDB classifier, positive minus negative logit) or 'vader' (VADER compound score)",
-            choices=("minilm_sentiment", "vader"),
+            "'minilm_sentiment' (the cached MiniLM IMDB classifier, positive minus negative "
+            "logit), 'vader' (VADER compound score), a folder holding a sequence classifier "
+            "(encoder or decoder) and its tokenizer, or 'python:package.module:function' (a "
+            "function from a list of strings to a list of floats)"
+        ),
+    )
+    label: int | None = field(
+        default=None,
+        metadata=_spec(
+            "the classifier logit used as the reward (a classifier folder only; default 0)", low=0
+        ),
+    )
+    minus_label: int | None = field(
+        default=None,
+        metadata=_spec(
+            "a classifier logit subtracted from it, as for positive minus negative", low=0
         ),
     )
 
 
 @dataclass
 class DataConfig:
-    """Prompts: openings of IMDB reviews."""
+    """Prompts: IMDB review openings, or the user's own prompt files."""
 
-    prompt_tokens: int = field(
-        default=8, metadata=_spec("tokens of each review opening used as a prompt", low=1, high=256)
+    train: str = field(
+        default="imdb",
+        metadata=_spec(
+            "training prompts: 'imdb' (openings of IMDB reviews), a .jsonl, .csv or .parquet "
+            "file, or a folder written by datasets' save_to_disk"
+        ),
     )
-    train_prompts: int = field(default=64, metadata=_spec("training prompts", low=1, high=20000))
-    eval_prompts: int = field(
-        default=16,
-        metadata=_spec("held-out prompts the objective is measured on", low=1, high=5000),
+    eval: str | None = field(
+        default=None,
+        metadata=_spec(
+            "held-out prompts, as data.train; without it, data.eval_fraction of the training "
+            "prompts (IMDB: its own held-out split)"
+        ),
+    )
+    prompt_column: str = field(
+        default="prompt",
+        metadata=_spec("the column holding each prompt: text, or a list of chat messages"),
+    )
+    eval_fraction: float = field(
+        default=0.2,
+        metadata=_spec("share of a prompt file held out when data.eval is not given, in (0, 1)"),
+    )
+    prompt_tokens: int = field(
+        default=8,
+        metadata=_spec("tokens of each IMDB review opening used as a prompt", low=1, high=256),
+    )
+    train_prompts: int | None = field(
+        default=None,
+        metadata=_spec(
+            "training prompts used (default: every row of a file, 64 IMDB openings)",
+            low=1,
+            high=1_000_000,
+        ),
+    )
+    eval_prompts: int | None = field(
+        default=None,
+        metadata=_spec(
+            "held-out prompts the objective is measured on (default: every held-out row of a "
+            "file, 16 IMDB openings)",
+            low=1,
+            high=100_000,
+        ),
     )
 
 
@@ -206,6 +266,13 @@ class ExperimentConfig:
         default_factory=AttributionConfig, metadata={"help": "the explanation"}
     )
     sweep: SweepConfig = field(default_factory=SweepConfig, metadata={"help": "the study"})
+    grpo: dict = field(
+        default_factory=dict,
+        metadata=_spec(
+            "further fields of TRL's GRPOConfig (top_p, loss_type, gradient_accumulation_steps, "
+            "...), validated by GRPOConfig; fields the sections above set are refused"
+        ),
+    )
 
 
 def _type_name(kind: Any) -> str:
@@ -214,6 +281,11 @@ def _type_name(kind: Any) -> str:
 
 def _check_value(path: str, value: Any, spec: dataclasses.Field, kind: Any) -> Any:
     meta = spec.metadata
+    options = typing.get_args(kind)
+    if type(None) in options:
+        if value is None:
+            return None
+        (kind,) = [option for option in options if option is not type(None)]
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     origin = typing.get_origin(kind) or kind
@@ -260,6 +332,25 @@ def config_from_dict(data: Mapping[str, Any]) -> ExperimentConfig:
             config.training.batch_size,
             f"a multiple of training.num_generations={config.training.num_generations}",
         )
+    if not 0.0 < config.data.eval_fraction < 1.0:
+        raise InvalidArgumentError(
+            "data.eval_fraction", config.data.eval_fraction, "a share in (0, 1), both ends excluded"
+        )
+    for name in ("label", "minus_label"):
+        value = getattr(config.reward, name)
+        if value is not None and (
+            config.reward.model in BUILTIN_REWARDS or config.reward.model.startswith(PYTHON_PREFIX)
+        ):
+            raise InvalidArgumentError(
+                f"reward.{name}",
+                value,
+                f"no value with reward.model={config.reward.model!r}: only a classifier folder "
+                "has logits to choose from",
+            )
+    if config.grpo:
+        from tokenshape.experiments.grpo_args import check_grpo_fields
+
+        config.grpo = check_grpo_fields(config.grpo)
     if config.sweep.n_initial > config.sweep.n_trials:
         raise InvalidArgumentError(
             "sweep.n_initial",

@@ -14,65 +14,29 @@ import json
 import os
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import TrainerCallback
 from transformers.trainer_callback import PrinterCallback
 
+from tokenshape.errors import InvalidArgumentError
 from tokenshape.experiments.config import ExperimentConfig
-from tokenshape.reward import RewardFn, SequenceClassifierReward, StringScorerReward
+from tokenshape.experiments.grpo_args import grpo_config
+from tokenshape.experiments.prompts import load_prompts
+from tokenshape.experiments.sources import load_policy_source, load_reward
+from tokenshape.reward import RewardFn
 from tokenshape.shaped_reward import ShapedReward
 from tokenshape.shaping.params import ShapingParams
 from tokenshape.tuning.optimizer import ObjectiveResult
 
-__all__ = ["StepProgress", "load_policy_for", "load_reward", "run_inner"]
+__all__ = ["InnerRun", "StepProgress", "run_inner"]
 
 #: ``(step, total_steps)`` after each optimizer step.
 StepProgress = Callable[[int, int], None]
-
-
-def load_reward(config: ExperimentConfig) -> RewardFn:
-    """The reward function the config names."""
-    if config.reward.model == "minilm_sentiment":
-        from tokenshape.models.sentiment import SENTIMENT_LABELS, load_sentiment_reward_model
-
-        model, tokenizer = load_sentiment_reward_model()
-        positive = SENTIMENT_LABELS.index("positive")
-        return SequenceClassifierReward(model, tokenizer, label=positive, minus_label=1 - positive)
-    from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
-
-    from tokenshape.models.tiny import minilm_tokenizer
-
-    analyzer = SentimentIntensityAnalyzer()
-
-    def vader(text: str) -> float:
-        return analyzer.polarity_scores(text)["compound"]
-
-    return StringScorerReward(vader, minilm_tokenizer(), name="vader")
-
-
-def load_policy_for(config: ExperimentConfig, folder: Path):
-    """The starting policy and its tokenizer, saved under ``folder`` for the reference model.
-
-    GRPO with ``beta > 0`` reloads the reference model from the policy's path, so the starting
-    weights must be on disk.
-    """
-    from tokenshape.models.policy import load_policy, policy_path, smollm2_tokenizer
-
-    if config.policy.model == "smollm2":
-        model, tokenizer = load_policy()
-        return model, tokenizer, policy_path()
-    from tokenshape.models.tiny import tiny_llama_policy
-
-    tokenizer = smollm2_tokenizer()
-    model = tiny_llama_policy(tokenizer, seed=config.seed)
-    start = folder / "policy_start"
-    model.save_pretrained(start)
-    tokenizer.save_pretrained(start)
-    return model, tokenizer, start
 
 
 class _Steps(TrainerCallback):
@@ -82,12 +46,6 @@ class _Steps(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         if self.progress is not None:
             self.progress(state.global_step, state.max_steps)
-
-
-def _prompts(config: ExperimentConfig, tokenizer, split: str, n: int) -> list[str]:
-    from tokenshape.models.data import review_openings
-
-    return review_openings(tokenizer, n, config.data.prompt_tokens, split=split, seed=config.seed)
 
 
 @dataclass
@@ -177,6 +135,170 @@ def _evaluate(
     )
 
 
+class InnerRun:
+    """One inner run of a setting: train a fresh copy of the policy with given blend weights for
+    ``training.steps`` steps, then score it on the held-out prompts.
+
+    An instance is the objective :func:`tokenshape.tuning.tune_shaping` maximises: calling it
+    with :class:`ShapingParams` returns an :class:`ObjectiveResult`. Every call starts from the
+    same policy, prompts and seed, so trials differ only in their weights.
+
+    Args:
+        config: the run's settings; its ``training``, ``attribution``, ``grpo``, ``seed`` and
+            ``sweep.objective`` are read (its ``policy``, ``reward`` and ``data`` sections are
+            not: the objects below take their place). Build it with
+            :func:`tokenshape.experiments.config.config_from_dict` to have it validated.
+        policy: the starting policy: a folder holding a causal LM (or a hub id), or a model
+            object. A model object is saved under ``output_dir / "policy_start"`` at every call,
+            because GRPO with ``beta > 0`` reloads its reference model from disk; pass the folder
+            of a large model instead.
+        tokenizer: the policy's tokenizer, with a pad token.
+        reward: the reward function that is explained, shaped and used for the held-out score,
+            e.g. a :class:`tokenshape.reward.SequenceClassifierReward`.
+        train_prompts: the training prompts (text).
+        eval_prompts: the held-out prompts (text).
+    """
+
+    def __init__(
+        self,
+        config: ExperimentConfig,
+        *,
+        policy: str | Path | Any,
+        tokenizer: Any,
+        reward: RewardFn,
+        train_prompts: Sequence[str],
+        eval_prompts: Sequence[str],
+    ) -> None:
+        if not isinstance(config, ExperimentConfig):
+            raise InvalidArgumentError("config", config, "an ExperimentConfig")
+        if not isinstance(policy, str | Path) and not hasattr(policy, "save_pretrained"):
+            raise InvalidArgumentError(
+                "policy", policy, "a model folder, a hub id or a model with save_pretrained"
+            )
+        if getattr(tokenizer, "pad_token_id", None) is None:
+            raise InvalidArgumentError("tokenizer", tokenizer, "a tokenizer with a pad token")
+        if not callable(reward) or getattr(reward, "tokenizer", None) is None:
+            raise InvalidArgumentError("reward", reward, "a reward function with a .tokenizer")
+        for name, prompts in (("train_prompts", train_prompts), ("eval_prompts", eval_prompts)):
+            if (
+                isinstance(prompts, str)
+                or not prompts
+                or not all(isinstance(prompt, str) for prompt in prompts)
+            ):
+                raise InvalidArgumentError(name, prompts, "a non-empty list of prompt strings")
+        self.config = config
+        self.policy = policy
+        self.tokenizer = tokenizer
+        self.reward = reward
+        self.train_prompts = list(train_prompts)
+        self.eval_prompts = list(eval_prompts)
+
+    @classmethod
+    def from_config(cls, config: ExperimentConfig) -> InnerRun:
+        """The run a config describes: its policy, reward model and prompts, loaded."""
+        policy, tokenizer = load_policy_source(config)
+        return cls(
+            config,
+            policy=policy,
+            tokenizer=tokenizer,
+            reward=load_reward(config, tokenizer),
+            train_prompts=(prompts := load_prompts(config, tokenizer))[0],
+            eval_prompts=prompts[1],
+        )
+
+    def _start(self, folder: Path) -> str:
+        """Where the starting policy is loaded from."""
+        if isinstance(self.policy, str | Path):
+            return str(self.policy)
+        start = folder / "policy_start"
+        self.policy.save_pretrained(start)
+        self.tokenizer.save_pretrained(start)
+        return str(start)
+
+    def __call__(
+        self,
+        params: ShapingParams,
+        *,
+        output_dir: str | Path,
+        progress: StepProgress | None = None,
+    ) -> ObjectiveResult:
+        """Train with ``params`` and return the objective, with the curve, the KL and the rewards.
+
+        The objective is ``config.sweep.objective``: the held-out mean reward, or the mean
+        training reward over the steps. ``info`` holds both rewards, the starting policy's
+        held-out reward and the KL, whichever is the objective.
+
+        Args:
+            params: the blend weights of this run.
+            output_dir: where the run writes its files (``result.json``, the trainer's folder,
+                the starting policy when it was given as an object).
+            progress: called as ``progress(step, total_steps)`` after each training step.
+        """
+        from datasets import Dataset
+        from transformers import AutoModelForCausalLM
+
+        from tokenshape.integrations.trl import ShapedGRPOTrainer, TokenShapeConfig
+
+        config = self.config
+        folder = Path(output_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        started = time.perf_counter()
+        torch.manual_seed(config.seed)
+        start_path = self._start(folder)
+        policy = AutoModelForCausalLM.from_pretrained(start_path, dtype=torch.float32)
+        if policy.config.pad_token_id is None:
+            policy.config.pad_token_id = self.tokenizer.pad_token_id
+        tokenizer, reward = self.tokenizer, self.reward
+        attribution = config.attribution
+        shaped = ShapedReward(
+            reward,
+            ShapingParams(params.weights, normalization=attribution.normalization),
+            budget=attribution.budget,
+            seed=config.seed,
+            unit=attribution.unit,
+            masking=attribution.masking,
+            name="shaped_reward",
+        )
+        trainer = ShapedGRPOTrainer(
+            model=policy,
+            reward_funcs=[shaped],
+            args=grpo_config(config, folder / "trainer"),
+            train_dataset=Dataset.from_dict({"prompt": self.train_prompts}),
+            processing_class=tokenizer,
+            shaping_config=TokenShapeConfig(mode=config.training.mode),
+            callbacks=[_Steps(progress)],
+        )
+        # Progress is reported through ``progress``; the trainer's own printing of every log is off.
+        trainer.remove_callback(PrinterCallback)
+        trainer.train()
+        train_seconds = time.perf_counter() - started
+        curve = [float(entry["reward"]) for entry in trainer.state.log_history if "reward" in entry]
+        start_policy = type(policy).from_pretrained(start_path)
+        held_out = _evaluate(
+            config, trainer.model, start_policy, tokenizer, reward, self.eval_prompts
+        )
+        value = (
+            held_out.mean_reward
+            if config.sweep.objective == "heldout_reward"
+            else statistics.fmean(curve)
+        )
+        info = {
+            "heldout_reward": held_out.mean_reward,
+            "start_reward": held_out.start_reward,
+            "kl_to_start": held_out.kl_to_start,
+            "train_seconds": round(train_seconds, 1),
+            "seconds": round(time.perf_counter() - started, 1),
+            "weights": dict(params.weights),
+        }
+        record = {"objective": value, "learning_curve": curve, **info, "samples": held_out.samples}
+        # Written beside and moved into place: a run killed while writing leaves no half file, so a
+        # resumed comparison never reads one.
+        staging = folder / "result.json.writing"
+        staging.write_text(json.dumps(record, indent=2))
+        os.replace(staging, folder / "result.json")
+        return ObjectiveResult(value=value, learning_curve=curve, info=info)
+
+
 def run_inner(
     config: ExperimentConfig,
     params: ShapingParams,
@@ -184,11 +306,7 @@ def run_inner(
     output_dir: str | Path,
     progress: StepProgress | None = None,
 ) -> ObjectiveResult:
-    """Train with ``params`` and return the objective, with the curve, the KL and the rewards.
-
-    The objective is ``config.sweep.objective``: the held-out mean reward, or the mean training
-    reward over the steps. ``info`` holds both rewards, the starting policy's held-out reward and
-    the KL, whichever is the objective.
+    """One inner run of ``config`` with ``params``: :class:`InnerRun` loaded from the config.
 
     Args:
         config: the experiment.
@@ -197,86 +315,4 @@ def run_inner(
             tiny run).
         progress: called as ``progress(step, total_steps)`` after each training step.
     """
-    from datasets import Dataset
-    from trl import GRPOConfig
-
-    from tokenshape.integrations.trl import ShapedGRPOTrainer, TokenShapeConfig
-
-    folder = Path(output_dir)
-    folder.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
-    torch.manual_seed(config.seed)
-    policy, tokenizer, start_path = load_policy_for(config, folder)
-    reward = load_reward(config)
-    attribution = config.attribution
-    shaped = ShapedReward(
-        reward,
-        ShapingParams(params.weights, normalization=attribution.normalization),
-        budget=attribution.budget,
-        seed=config.seed,
-        unit=attribution.unit,
-        masking=attribution.masking,
-        name="shaped_reward",
-    )
-    training = config.training
-    args = GRPOConfig(
-        output_dir=str(folder / "trainer"),
-        report_to="none",
-        use_cpu=True,
-        max_steps=training.steps,
-        per_device_train_batch_size=training.batch_size,
-        num_generations=training.num_generations,
-        max_completion_length=training.max_completion_length,
-        learning_rate=training.learning_rate,
-        beta=training.beta,
-        temperature=training.temperature,
-        loss_type="dapo",
-        logging_steps=1,
-        save_strategy="no",
-        seed=config.seed,
-        disable_tqdm=True,
-    )
-    train_prompts = _prompts(config, tokenizer, "train", config.data.train_prompts)
-    trainer = ShapedGRPOTrainer(
-        model=policy,
-        reward_funcs=[shaped],
-        args=args,
-        train_dataset=Dataset.from_dict({"prompt": train_prompts}),
-        processing_class=tokenizer,
-        shaping_config=TokenShapeConfig(mode=training.mode),
-        callbacks=[_Steps(progress)],
-    )
-    # Progress is reported through ``progress``; the trainer's own printing of every log is off.
-    trainer.remove_callback(PrinterCallback)
-    trainer.train()
-    train_seconds = time.perf_counter() - started
-    curve = [float(entry["reward"]) for entry in trainer.state.log_history if "reward" in entry]
-    start_policy = type(policy).from_pretrained(start_path)
-    held_out = _evaluate(
-        config,
-        trainer.model,
-        start_policy,
-        tokenizer,
-        reward,
-        _prompts(config, tokenizer, "heldout", config.data.eval_prompts),
-    )
-    value = (
-        held_out.mean_reward
-        if config.sweep.objective == "heldout_reward"
-        else statistics.fmean(curve)
-    )
-    info = {
-        "heldout_reward": held_out.mean_reward,
-        "start_reward": held_out.start_reward,
-        "kl_to_start": held_out.kl_to_start,
-        "train_seconds": round(train_seconds, 1),
-        "seconds": round(time.perf_counter() - started, 1),
-        "weights": dict(params.weights),
-    }
-    record = {"objective": value, "learning_curve": curve, **info, "samples": held_out.samples}
-    # Written beside and moved into place: a run killed while writing leaves no half file, so a
-    # resumed comparison never reads one.
-    staging = folder / "result.json.writing"
-    staging.write_text(json.dumps(record, indent=2))
-    os.replace(staging, folder / "result.json")
-    return ObjectiveResult(value=value, learning_curve=curve, info=info)
+    return InnerRun.from_config(config)(params, output_dir=output_dir, progress=progress)
