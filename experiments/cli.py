@@ -1,7 +1,7 @@
 """The ``tokenshape`` command line: one sub-command per job.
 
-``prepare`` builds the offline models once; ``explain`` shows per-token attributions of the reward
-model; ``train`` runs one inner GRPO run with fixed weights; ``sweep`` runs (or continues) a
+``prepare`` builds the offline models once; ``explain`` shows per-token attributions of a reward
+model (the built-in one or the user's); ``train`` runs one inner GRPO run with fixed weights; ``sweep`` runs (or continues) a
 Bayesian-optimisation study of the weights and writes its report; ``report`` rewrites a study's
 report.
 """
@@ -35,13 +35,31 @@ def _add_explain(commands: argparse._SubParsersAction) -> None:
 
     parser = commands.add_parser(
         "explain",
-        help="per-token attributions of the sentiment reward model as a terminal heatmap",
+        help="per-token attributions of a reward model as a terminal heatmap",
         description=(
-            "Explain the sentiment reward model's score of TEXT (the response) after --prompt. "
-            "Without TEXT, explains a few held-out IMDB review continuations."
+            "Explain a reward model's score of TEXT (the response) after --prompt, or of each "
+            "prompt/response row of --file. Without either, explains a few held-out IMDB review "
+            "continuations. The reward model is the built-in sentiment model unless "
+            "--reward-model names a sequence classifier folder."
         ),
     )
     parser.add_argument("text", nargs="?", help="the response to explain")
+    parser.add_argument(
+        "--file",
+        default=None,
+        help="a JSONL file of rows with 'prompt' and 'response' fields, explained instead of TEXT",
+    )
+    parser.add_argument(
+        "--reward-model",
+        default=None,
+        metavar="PATH",
+        help="a folder holding a sequence classifier and its tokenizer (default: the built-in "
+        "MiniLM sentiment model, positive minus negative logit)",
+    )
+    parser.add_argument(
+        "--label", type=int, default=None, help="the logit used as the reward (default 0)"
+    )
+    parser.add_argument("--minus-label", type=int, default=None, help="a logit subtracted from it")
     parser.add_argument(
         "--prompt", default="", help="the prompt before the response (never masked)"
     )
@@ -66,7 +84,8 @@ def _add_config(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--config",
         default="imdb_positive",
-        help="a YAML config file, or a built-in config: imdb_positive (default), tiny",
+        help="a YAML config file (see README, 'Your own models'), or a built-in config: "
+        "imdb_positive (default), tiny",
     )
 
 
@@ -125,9 +144,11 @@ def _run_explain(args: argparse.Namespace, console: Console) -> int:
 
 def _run_train(args: argparse.Namespace, console: Console) -> int:
     from tokenshape.experiments.config import load_config
+    from tokenshape.experiments.sources import check_sources
     from tokenshape.experiments.study import run_train
 
     config = load_config(args.config)
+    check_sources(config)
     run_train(config, Path(args.out or f"runs/{config.name}-train"), console)
     return 0
 
@@ -135,9 +156,11 @@ def _run_train(args: argparse.Namespace, console: Console) -> int:
 def _run_sweep(args: argparse.Namespace, console: Console) -> int:
     from tokenshape.experiments.config import load_config
     from tokenshape.experiments.report import write_report
+    from tokenshape.experiments.sources import check_sources
     from tokenshape.experiments.study import run_sweep
 
     config = load_config(args.config)
+    check_sources(config)
     folder = run_sweep(config, Path(args.study_dir or f"runs/{config.name}"), console)
     console.print(f"report: {write_report(folder).resolve()}")
     return 0

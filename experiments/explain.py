@@ -1,4 +1,9 @@
-"""``tokenshape explain``: the sentiment reward model's per-token attributions in the terminal."""
+"""``tokenshape explain``: a reward model's per-token attributions in the terminal.
+
+The reward model is the built-in MiniLM sentiment classifier, or any sequence classifier folder
+(``--reward-model``, scored as ``logits[:, --label] - logits[:, --minus-label]``). The pairs
+explained are TEXT after ``--prompt``, the rows of ``--file``, or held-out IMDB continuations.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +14,12 @@ from rich.console import Console
 
 from tokenshape.attribution import attribute
 from tokenshape.encoding import encode_pairs
+from tokenshape.errors import InvalidArgumentError
 from tokenshape.models.data import split_reviews
 from tokenshape.models.sentiment import SENTIMENT_LABELS, load_sentiment_reward_model
 from tokenshape.reward import SequenceClassifierReward
 
-__all__ = ["explain", "review_continuations", "sentiment_reward"]
+__all__ = ["explain", "explained_pairs", "review_continuations", "sentiment_reward"]
 
 PROMPT_WORDS = 8
 CONTINUATION_WORDS = 24
@@ -41,20 +47,79 @@ def sentiment_reward() -> SequenceClassifierReward:
     return SequenceClassifierReward(model, tokenizer, label=positive, minus_label=1 - positive)
 
 
+def _reward(args: argparse.Namespace) -> tuple[SequenceClassifierReward, str]:
+    """The reward model to explain and a line saying what its score is."""
+    from tokenshape.experiments.sources import load_classifier_reward
+
+    if args.reward_model is None:
+        for option, value in (("--label", args.label), ("--minus-label", args.minus_label)):
+            if value is not None:
+                raise InvalidArgumentError(
+                    option,
+                    value,
+                    "no value without --reward-model (the built-in model's reward "
+                    "is logit(positive) - logit(negative))",
+                )
+        return sentiment_reward(), "logit(positive) - logit(negative)"
+    label = 0 if args.label is None else args.label
+    reward = load_classifier_reward(
+        args.reward_model,
+        label=label,
+        minus_label=args.minus_label,
+        field="--reward-model",
+        label_fields=("--label", "--minus-label"),
+    )
+    score = f"logit[{label}]" + (
+        f" - logit[{args.minus_label}]" if args.minus_label is not None else ""
+    )
+    return reward, score
+
+
+def explained_pairs(args: argparse.Namespace, console: Console) -> list[tuple[str, str]]:
+    """The (prompt, response) pairs the arguments ask for.
+
+    Raises:
+        InvalidArgumentError: TEXT and ``--file`` together, or a row of ``--file`` without a
+            text ``prompt`` and ``response``.
+    """
+    from tokenshape.experiments.prompts import read_rows
+
+    if args.file is not None:
+        if args.text is not None:
+            raise InvalidArgumentError("--file", args.file, "either TEXT or --file, not both")
+        pairs = []
+        for number, row in enumerate(read_rows(args.file, "--file"), start=1):
+            fields = [
+                row.get(key) if isinstance(row, dict) else None for key in ("prompt", "response")
+            ]
+            if not all(isinstance(value, str) for value in fields) or not fields[1]:
+                raise InvalidArgumentError(
+                    "--file",
+                    args.file,
+                    f"rows with a text 'prompt' and a non-empty text 'response' (row {number}: "
+                    f"{row!r:.80})",
+                )
+            pairs.append((fields[0], fields[1]))
+        if not pairs:
+            raise InvalidArgumentError("--file", args.file, "at least one prompt/response row")
+        return pairs
+    if args.text is not None:
+        return [(args.prompt, args.text)]
+    pairs = review_continuations(args.examples, seed=args.seed)
+    console.print(
+        f"Explaining {len(pairs)} held-out IMDB review continuations "
+        f"(prompt: the first {PROMPT_WORDS} words, response: the next {CONTINUATION_WORDS})."
+    )
+    return pairs
+
+
 def explain(args: argparse.Namespace, console: Console) -> int:
     """Run the ``explain`` sub-command; returns an exit code."""
     from tokenshape.viz.html import save_html
     from tokenshape.viz.terminal import render_terminal
 
-    reward = sentiment_reward()
-    if args.text is not None:
-        pairs = [(args.prompt, args.text)]
-    else:
-        pairs = review_continuations(args.examples, seed=args.seed)
-        console.print(
-            f"Explaining {len(pairs)} held-out IMDB review continuations "
-            f"(prompt: the first {PROMPT_WORDS} words, response: the next {CONTINUATION_WORDS})."
-        )
+    reward, score = _reward(args)
+    pairs = explained_pairs(args, console)
     batch = encode_pairs(reward.tokenizer, [p for p, _ in pairs], [r for _, r in pairs])
     started = time.perf_counter()
     result = attribute(
@@ -69,8 +134,7 @@ def explain(args: argparse.Namespace, console: Console) -> int:
     )
     seconds = time.perf_counter() - started
     console.print(
-        f"method={result.method}  rows={result.total_rows}  {seconds:.1f} s  "
-        "reward = logit(positive) - logit(negative)"
+        f"method={result.method}  rows={result.total_rows}  {seconds:.1f} s  reward = {score}"
     )
     render_terminal(result, reward.tokenizer, console)
     if args.html:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import statistics
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -219,7 +220,7 @@ class InnerRun:
         self,
         params: ShapingParams,
         *,
-        output_dir: str | Path,
+        output_dir: str | Path | None = None,
         progress: StepProgress | None = None,
     ) -> ObjectiveResult:
         """Train with ``params`` and return the objective, with the curve, the KL and the rewards.
@@ -231,9 +232,13 @@ class InnerRun:
         Args:
             params: the blend weights of this run.
             output_dir: where the run writes its files (``result.json``, the trainer's folder,
-                the starting policy when it was given as an object).
+                the starting policy when it was given as an object); ``None``: a temporary
+                folder, removed when the run returns.
             progress: called as ``progress(step, total_steps)`` after each training step.
         """
+        if output_dir is None:
+            with tempfile.TemporaryDirectory(prefix="tokenshape-run-") as folder:
+                return self(params, output_dir=folder, progress=progress)
         from datasets import Dataset
         from transformers import AutoModelForCausalLM
 

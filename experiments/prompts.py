@@ -21,7 +21,13 @@ import numpy as np
 from tokenshape.errors import InvalidArgumentError
 from tokenshape.experiments.config import BUILTIN_PROMPTS, DataConfig, ExperimentConfig
 
-__all__ = ["IMDB_EVAL_PROMPTS", "IMDB_TRAIN_PROMPTS", "load_prompts", "read_prompt_rows"]
+__all__ = [
+    "IMDB_EVAL_PROMPTS",
+    "IMDB_TRAIN_PROMPTS",
+    "load_prompts",
+    "read_prompt_rows",
+    "read_rows",
+]
 
 #: IMDB openings used when ``data.train_prompts`` / ``data.eval_prompts`` are not given.
 IMDB_TRAIN_PROMPTS = 64
@@ -72,7 +78,12 @@ def _read_saved_dataset(path: Path, field: str) -> list[dict[str, Any]]:
     return dataset.to_list()
 
 
-def _rows(source: str, field: str) -> list[Any]:
+def read_rows(source: str, field: str) -> list[Any]:
+    """The rows of a ``.jsonl``, ``.csv`` or ``.parquet`` file or a ``save_to_disk`` folder.
+
+    Raises:
+        InvalidArgumentError: naming ``field`` when the source is missing or unreadable.
+    """
     path = Path(source).expanduser()
     if path.is_dir():
         reader = "datasets.load_from_disk"
@@ -129,7 +140,7 @@ def read_prompt_rows(source: str, *, column: str, field: str) -> list[Prompt]:
         InvalidArgumentError: naming ``field`` when the source is missing or unreadable, has no
             rows, lacks ``column`` or holds a prompt that is neither text nor chat messages.
     """
-    rows = _rows(source, field)
+    rows = read_rows(source, field)
     if not rows:
         raise InvalidArgumentError(field, source, "a prompt source with at least one row")
     prompts: list[Prompt] = []

@@ -44,6 +44,8 @@ __all__ = [
 PROBE_TEXTS = ("The movie was wonderful.", "I did not like it")
 
 _CAUSAL_LM = "a Hugging Face causal LM (AutoModelForCausalLM)"
+#: Above this, a tokenizer's ``model_max_length`` is transformers' "no limit" sentinel.
+_NO_LENGTH_LIMIT = 2**40
 _CLASSIFIER = "a sequence classifier (AutoModelForSequenceClassification)"
 
 
@@ -104,6 +106,17 @@ def _with_pad_token(tokenizer: Any, field: str, source: str) -> Any:
                 field, source, "a model whose tokenizer has a pad or an eos token"
             )
         tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def _with_length_limit(tokenizer: Any, model_config: Any) -> Any:
+    """A tokenizer that declares no maximum length gets its model's position limit.
+
+    Tokenizers saved without one report a sentinel of about 1e30, which truncation can't take.
+    """
+    limit = getattr(model_config, "max_position_embeddings", None)
+    if limit is not None and getattr(tokenizer, "model_max_length", 0) > _NO_LENGTH_LIMIT:
+        tokenizer.model_max_length = limit
     return tokenizer
 
 
@@ -177,6 +190,7 @@ def load_classifier_reward(
     ).eval()
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
+    tokenizer = _with_length_limit(tokenizer, model.config)
     return SequenceClassifierReward(model, tokenizer, label=label, minus_label=minus_label)
 
 
@@ -312,21 +326,27 @@ def load_policy_source(config: ExperimentConfig) -> tuple[Any, Any]:
         MissingModelError: ``smollm2`` has not been built by ``tokenshape prepare``.
         InvalidArgumentError: naming ``policy.model`` when it holds no causal LM and tokenizer.
     """
+    from transformers import AutoConfig
+
     from tokenshape.models.policy import policy_path, smollm2_tokenizer
 
     source = config.policy.model
+    if source == "tiny":
+        from tokenshape.models.tiny import tiny_llama_policy
+
+        tokenizer = smollm2_tokenizer()
+        model = tiny_llama_policy(tokenizer, seed=config.seed)
+        return model, _with_length_limit(tokenizer, model.config)
     if source == "smollm2":
         if not (policy_path() / "config.json").is_file():
             raise MissingModelError(
                 f"no SmolLM2 policy at {policy_path()}; run `tokenshape prepare` to build it"
             )
-        return policy_path(), _tokenizer(str(policy_path()), "policy.model")
-    if source == "tiny":
-        from tokenshape.models.tiny import tiny_llama_policy
-
-        tokenizer = smollm2_tokenizer()
-        return tiny_llama_policy(tokenizer, seed=config.seed), tokenizer
-    _check_policy_source(source)
+        source = str(policy_path())
+    else:
+        _check_policy_source(source)
     path = Path(source).expanduser()
+    where = str(path) if path.is_dir() else source
     tokenizer = _with_pad_token(_tokenizer(source, "policy.model"), "policy.model", source)
+    tokenizer = _with_length_limit(tokenizer, AutoConfig.from_pretrained(where))
     return (path if path.is_dir() else source), tokenizer
