@@ -3,6 +3,14 @@
 Run as ``torchrun --nproc_per_node 2 two_process_run.py OUT_DIR``: accelerate (inside TRL) picks
 up the process group torchrun sets up and trains on the CPU with gloo. Four completions per
 prompt and two rows per process put every prompt group across both processes.
+
+Both processes meet at a barrier once their results are written, then destroy the process group
+while the interpreter is fully alive. A gloo group left to interpreter exit is destroyed during
+finalisation: its worker threads may still hold finished work whose tensors reference Python
+objects, and freeing them then (or destroying a thread still joinable) aborts the process with
+"terminate called without an active exception" (SIGABRT), now and then, after a run that
+succeeded (pytorch/pytorch#190489 reproduces it; #179291 proposed an atexit hook in torch and was
+abandoned).
 """
 
 from __future__ import annotations
@@ -85,7 +93,12 @@ def main(out_dir: Path) -> None:
         "checksum": checksum,
     }
     (out_dir / f"rank{state.process_index}.json").write_text(json.dumps(result))
+    state.wait_for_everyone()
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]))
+    try:
+        main(Path(sys.argv[1]))
+    finally:
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
