@@ -361,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     console = Console()
-    out = args.out or Path("experiments/results") / args.config
+    out = args.out or Path("experiments/results") / Path(args.config).stem
     try:
         table = run_comparison(
             args.config,

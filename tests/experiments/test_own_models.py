@@ -250,3 +250,25 @@ def test_the_inner_run_refuses_bad_objects(user_files):
         with pytest.raises(InvalidArgumentError) as raised:
             InnerRun(config, **{**good, name: value})
         assert raised.value.name == name
+
+
+def test_the_readme_config_is_the_minimal_one(user_files):
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    block = readme.split("## Your own models")[1].split("```yaml\n")[1].split("```")[0]
+    paths = {
+        "/path/to/policy": user_files.policy,
+        "/path/to/reward_model": user_files.bert_reward,
+        "/path/to/train.jsonl": user_files.train,
+        "/path/to/eval.jsonl": user_files.eval,
+    }
+    for placeholder, path in paths.items():
+        block = block.replace(placeholder, str(path))
+    minimal = MINIMAL_YAML.format(
+        policy=user_files.policy,
+        reward=user_files.bert_reward,
+        train=user_files.train,
+        eval=user_files.eval,
+    )
+    assert config_from_dict(yaml.safe_load(block)) == config_from_dict(yaml.safe_load(minimal))
