@@ -272,3 +272,23 @@ def test_the_readme_config_is_the_minimal_one(user_files):
         eval=user_files.eval,
     )
     assert config_from_dict(yaml.safe_load(block)) == config_from_dict(yaml.safe_load(minimal))
+
+
+def test_the_comparison_runs_on_the_same_file(user_files, minimal_config, tmp_path):
+    from rich.console import Console
+
+    from tokenshape.experiments.compare import Condition, run_comparison
+
+    path = tmp_path / "my_task.yaml"
+    path.write_text(yaml.safe_dump(minimal_config()))
+    conditions = {
+        "sparse": Condition({"sparse": 1.0}),
+        "kernel_shap": Condition({"kernel_shap": 1.0}),
+    }
+    table = run_comparison(
+        str(path), 1, None, tmp_path / "out", Console(quiet=True), conditions=conditions
+    )
+    assert "kernel_shap" in table.read_text()
+    for name in conditions:
+        run = json.loads((tmp_path / "out" / "runs" / f"{name}-seed0" / "result.json").read_text())
+        assert [prompt for prompt, _, _ in run["samples"]] == user_files.eval_prompts
