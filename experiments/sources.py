@@ -44,9 +44,15 @@ __all__ = [
 PROBE_TEXTS = ("The movie was wonderful.", "I did not like it")
 
 _CAUSAL_LM = "a Hugging Face causal LM (AutoModelForCausalLM)"
+_CLASSIFIER = "a sequence classifier (AutoModelForSequenceClassification)"
 #: Above this, a tokenizer's ``model_max_length`` is transformers' "no limit" sentinel.
 _NO_LENGTH_LIMIT = 2**40
-_CLASSIFIER = "a sequence classifier (AutoModelForSequenceClassification)"
+
+
+def _where(source: str) -> str:
+    """What ``from_pretrained`` is given: the folder (``~`` expanded), else the hub id."""
+    path = Path(source).expanduser()
+    return str(path) if path.is_dir() else source
 
 
 def _architecture_names(mapping_names: dict) -> set[str]:
@@ -70,7 +76,7 @@ def _model_config(source: str, field: str, kind: str, builtins: tuple[str, ...])
     if not path.exists() and looks_like_path:
         raise InvalidArgumentError(field, source, f"{expected} (no such folder)")
     try:
-        return AutoConfig.from_pretrained(str(path) if path.is_dir() else source)
+        return AutoConfig.from_pretrained(_where(source))
     except (OSError, ValueError) as error:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise InvalidArgumentError(field, source, f"{expected} ({reason})") from None
@@ -89,9 +95,8 @@ def _check_architecture(config: Any, source: str, field: str, kind: str, names: 
 def _tokenizer(source: str, field: str) -> Any:
     from transformers import AutoTokenizer
 
-    path = Path(source).expanduser()
     try:
-        return AutoTokenizer.from_pretrained(str(path) if path.is_dir() else source)
+        return AutoTokenizer.from_pretrained(_where(source))
     except (OSError, ValueError, TypeError) as error:
         raise InvalidArgumentError(
             field, source, f"a folder holding a tokenizer beside the model ({error})"
@@ -184,9 +189,8 @@ def load_classifier_reward(
 
     _check_classifier(source, label, minus_label, field=field, label_fields=label_fields)
     tokenizer = _with_pad_token(_tokenizer(source, field), field, source)
-    path = Path(source).expanduser()
     model = AutoModelForSequenceClassification.from_pretrained(
-        str(path) if path.is_dir() else source, dtype=torch.float32
+        _where(source), dtype=torch.float32
     ).eval()
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
@@ -345,8 +349,5 @@ def load_policy_source(config: ExperimentConfig) -> tuple[Any, Any]:
         source = str(policy_path())
     else:
         _check_policy_source(source)
-    path = Path(source).expanduser()
-    where = str(path) if path.is_dir() else source
     tokenizer = _with_pad_token(_tokenizer(source, "policy.model"), "policy.model", source)
-    tokenizer = _with_length_limit(tokenizer, AutoConfig.from_pretrained(where))
-    return (path if path.is_dir() else source), tokenizer
+    return _where(source), _with_length_limit(tokenizer, AutoConfig.from_pretrained(_where(source)))
