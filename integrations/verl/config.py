@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from tokenshape.attribution import METHODS
 from tokenshape.errors import InvalidArgumentError
 from tokenshape.masking import check_masking
 from tokenshape.shaped_reward import SHAPED_UNITS, ShapedReward
@@ -102,6 +103,11 @@ class VerlShapingConfig:
             raise InvalidArgumentError(
                 _key("methods"), self.methods, "a dict of signal name -> method name"
             )
+        for signal, method in self.methods.items():
+            if method not in METHODS:
+                raise InvalidArgumentError(
+                    _key(f"methods[{signal!r}]"), method, f"a method name, one of {sorted(METHODS)}"
+                )
         params = self.shaping_params()
         try:
             ShapedReward._resolve_signals(params, dict(self.methods))
