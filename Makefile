@@ -51,7 +51,7 @@ test: $(STAMP) chromium
 
 # TOKENSHAPE_REQUIRE_VERL makes a missing verl fail the run instead of skipping its tests.
 test-verl: $(VERL_STAMP)
-	TOKENSHAPE_REQUIRE_VERL=1 $(VERL_PY) -m pytest -q -p no:cacheprovider tests/verl
+	TOKENSHAPE_REQUIRE_VERL=1 $(VERL_PY) -m pytest -q -p no:cacheprovider tests/integrations/verl
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check tokenshape integrations experiments tests benchmarks

@@ -15,7 +15,7 @@ from verl.utils.config import validate_config
 
 from tokenshape.integrations.verl import TokenShapeRewardManager, VerlShapingConfig
 
-RECIPE = Path(__file__).resolve().parents[2] / "docs" / "verl" / "ppo_one_gpu.sh"
+RECIPE = Path(__file__).resolve().parents[3] / "docs" / "verl" / "ppo_one_gpu.sh"
 
 
 def recipe_overrides(environment: dict[str, str]) -> list[str]:

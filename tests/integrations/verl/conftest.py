@@ -18,7 +18,13 @@ import numpy as np
 import pytest
 import torch
 
-if importlib.util.find_spec("verl") is None and not os.environ.get("TOKENSHAPE_REQUIRE_VERL"):
+
+def _verl_installed() -> bool:
+    spec = importlib.util.find_spec("verl")
+    return spec is not None and spec.origin is not None  # not a namespace package
+
+
+if not _verl_installed() and not os.environ.get("TOKENSHAPE_REQUIRE_VERL"):
     collect_ignore_glob = ["test_*.py"]
 
 PROMPTS = ("The movie was", "I think that this film", "Honestly the", "A")
