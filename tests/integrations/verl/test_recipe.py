@@ -29,6 +29,15 @@ def recipe_overrides(environment: dict[str, str]) -> list[str]:
     return shlex.split(body)
 
 
+def compose_recipe(environment: dict[str, str], extra: list[str] = ()):
+    """verl's trainer config with the recipe's overrides, then ``extra`` ones."""
+    config_dir = Path(verl.__file__).parent / "trainer" / "config"
+    with initialize_config_dir(config_dir=str(config_dir), version_base=None):
+        return compose(
+            config_name="ppo_trainer", overrides=[*recipe_overrides(environment), *extra]
+        )
+
+
 @pytest.fixture(scope="module")
 def recipe_config(tmp_path_factory, policy_tokenizer, reward_model_path):
     """The composed trainer config, with a tiny random policy (and critic) on the SmolLM2
@@ -43,9 +52,7 @@ def recipe_config(tmp_path_factory, policy_tokenizer, reward_model_path):
         "REWARD_MODEL": str(reward_model_path),
         "DATA": str(folder / "data"),
     }
-    config_dir = Path(verl.__file__).parent / "trainer" / "config"
-    with initialize_config_dir(config_dir=str(config_dir), version_base=None):
-        return compose(config_name="ppo_trainer", overrides=recipe_overrides(environment))
+    return compose_recipe(environment)
 
 
 def test_the_recipe_passes_verls_validation(recipe_config):
@@ -78,3 +85,10 @@ def test_the_recipe_gives_the_manager_its_settings(recipe_config, reward_model_p
     assert (settings.budget, settings.label, settings.minus_label) == (64, 1, 0)
     assert settings.reward_model_path == str(reward_model_path)
     assert config.reward.reward_model.model_path == settings.reward_model_path
+
+
+def test_the_documented_sparse_baseline_overrides(reward_model_path):
+    environment = {"POLICY": "/policy", "REWARD_MODEL": str(reward_model_path), "DATA": "/data"}
+    extra = ["reward.tokenshape.weights.kernel_shap=0", "reward.tokenshape.weights.sparse=1"]
+    settings = VerlShapingConfig.from_trainer_config(compose_recipe(environment, extra))
+    assert settings.shaping_params().active_signals == ("sparse",)
