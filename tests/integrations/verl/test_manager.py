@@ -132,6 +132,15 @@ def test_responses_cut_at_the_maximum_length(dense_manager, make_data):
     assert torch.all(rm_scores[:2, :-1] != 0)
 
 
+def test_a_response_without_text_gets_zero_rewards(dense_manager, make_data):
+    # An empty response (only the end-of-sequence token) has no text to score or explain.
+    data = make_data(["The movie was", "A"], ["", " ok"])
+    rm_scores, sequence = rm_scores_of(dense_manager, data)
+    assert valid_lengths(data).tolist() == [1, 2]
+    assert sequence[0] == 0.0 and torch.all(rm_scores[0] == 0)
+    torch.testing.assert_close(rm_scores[1].sum().double(), torch.tensor(sequence[1]).double())
+
+
 def test_raw_prompt_messages_are_scored(dense_manager, make_data):
     rm_scores, sequence = rm_scores_of(dense_manager, make_data(raw_prompt=True))
     torch.testing.assert_close(

@@ -57,3 +57,25 @@ def test_source_importlib_resolves_the_manager_by_module_path():
         }
     )
     assert resolve_reward_manager_cls(config) is TokenShapeRewardManager
+
+
+def test_importing_under_an_unsupported_verl_fails_naming_the_range():
+    script = (
+        "import verl\n"
+        "verl.__version__ = '0.8.5'\n"
+        "try:\n"
+        "    import tokenshape.integrations.verl\n"
+        "except ImportError as error:\n"
+        "    print(type(error).__name__, error)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "VERL_USE_EXTERNAL_PLUGINS": "none"},
+        check=True,
+    )
+    message = result.stdout.strip().splitlines()[-1]
+    assert message.startswith("UnsupportedVerlError verl '0.8.5' is installed")
+    assert "verl>=0.9.1,<0.10" in message
