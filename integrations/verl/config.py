@@ -45,12 +45,14 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _optional_int(name: str, value: Any, minimum: int) -> int | None:
-    if value is None:
-        return None
+def _check_int(name: str, value: Any, minimum: int, *, optional: bool) -> None:
+    if value is None and optional:
+        return
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise InvalidArgumentError(_key(name), value, f"None or an int >= {minimum}")
-    return value
+        expected = f"an int >= {minimum}"
+        raise InvalidArgumentError(
+            _key(name), value, f"None or {expected}" if optional else expected
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -115,14 +117,11 @@ class VerlShapingConfig:
             raise InvalidArgumentError(
                 _key(error.name.removeprefix("params.")), error.value, error.expected
             ) from error
-        _optional_int("budget", self.budget, 1)
-        _optional_int("max_rows", self.max_rows, 1)
-        _optional_int("max_length", self.max_length, 2)
-        _optional_int("minus_label", self.minus_label, 0)
-        if _optional_int("seed", self.seed, 0) is None:
-            raise InvalidArgumentError(_key("seed"), self.seed, "an int >= 0")
-        if _optional_int("label", self.label, 0) is None:
-            raise InvalidArgumentError(_key("label"), self.label, "an int >= 0")
+        for name, minimum in (("budget", 1), ("max_rows", 1), ("max_length", 2)):
+            _check_int(name, getattr(self, name), minimum, optional=True)
+        _check_int("minus_label", self.minus_label, 0, optional=True)
+        _check_int("seed", self.seed, 0, optional=False)
+        _check_int("label", self.label, 0, optional=False)
         if self.unit not in SHAPED_UNITS:
             raise InvalidArgumentError(_key("unit"), self.unit, f"one of {SHAPED_UNITS}")
         try:

@@ -1,6 +1,7 @@
-"""Fixtures of the verl integration tests: the real SmolLM2 tokenizer as the policy's, a tiny
-random BERT reward model on the real MiniLM tokenizer saved to a folder (so the manager loads it
-as it would a real one), hand-built verl batches, and verl's own trainer config.
+"""Fixtures of the verl integration tests: a tiny random BERT reward model on the real MiniLM
+tokenizer saved to a folder (so the manager loads it as it would a real one), the policy's
+tokenizer (SmolLM2's, from ``tests/integrations/conftest.py``) saved to a folder, hand-built verl
+batches, and verl's own trainer config.
 
 verl needs an environment of its own (``make test-verl``). Elsewhere these tests are not
 collected; with ``TOKENSHAPE_REQUIRE_VERL=1`` (set by ``make test-verl``) a missing verl fails
@@ -40,14 +41,6 @@ COMPLETIONS = (
 def texts() -> tuple[tuple[str, ...], tuple[str, ...]]:
     """The prompts and completions :func:`make_data` uses by default."""
     return PROMPTS, COMPLETIONS
-
-
-@pytest.fixture(scope="session")
-def policy_tokenizer():
-    """The real SmolLM2-135M-Instruct tokenizer (byte-level BPE, pad = eos = <|im_end|>)."""
-    from tokenshape.models.policy import smollm2_tokenizer
-
-    return smollm2_tokenizer()
 
 
 @pytest.fixture(scope="session")
