@@ -4,6 +4,7 @@ returns dense ``rm_scores``."""
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 import time
 
@@ -27,6 +28,7 @@ def local_ray():
     )
     yield
     ray.shutdown()
+    shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def compute_rm_score(config, data):
