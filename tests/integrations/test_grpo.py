@@ -177,8 +177,6 @@ def test_rows_stay_aligned_through_shuffling_accumulation_padding_and_truncation
         completion = policy_tokenizer.decode(ids[row, : lengths[row]], skip_special_tokens=True)
         text = tiny_bert_reward.tokenizer(prompt + completion, return_tensors="pt")
         expected = tiny_bert_reward(text["input_ids"], text["attention_mask"]).double()
-        if not completion.strip():  # an empty completion scores 0
-            expected = torch.zeros(1, dtype=torch.float64)
         torch.testing.assert_close(reward.last.scores[row : row + 1], expected)
     # Weight mode keeps each row's mean token advantage at its GRPO advantage; truncated rows
     # and padding get 0.
@@ -200,19 +198,72 @@ def test_rows_stay_aligned_through_shuffling_accumulation_padding_and_truncation
     assert seen == ids.shape[0] and len(micro_batches) == 2
 
 
-def test_reward_to_go_with_grpo_loss_warns(
-    make_policy, policy_tokenizer, tiny_bert_reward, grpo_config, prompt_dataset
+@pytest.mark.parametrize(
+    ("aggregation", "scale_rewards"),
+    [
+        ("sum_then_normalize", "group"),
+        ("sum_then_normalize", "batch"),
+        ("sum_then_normalize", "none"),
+        ("normalize_then_sum", "group"),
+    ],
+)
+def test_sparse_shaping_gives_grpo_advantages_in_every_mode(
+    aggregation,
+    scale_rewards,
+    make_policy,
+    policy_tokenizer,
+    tiny_bert_reward,
+    grpo_config,
+    prompt_dataset,
 ):
     reward = ShapedReward(tiny_bert_reward, ShapingParams({"sparse": 1.0}))
-    with pytest.warns(UserWarning, match="dapo"):
-        shaped_trainer(
-            make_policy,
-            policy_tokenizer,
-            reward,
-            grpo_config(loss_type="grpo"),
-            prompt_dataset,
-            mode="reward_to_go",
+
+    def length(completions, **kwargs):  # a second reward function, sparse by nature
+        return [float(len(c)) / 10 for c in completions]
+
+    trainer = shaped_trainer(
+        make_policy,
+        policy_tokenizer,
+        [reward, length],
+        grpo_config(scale_rewards=scale_rewards, multi_objective_aggregation=aggregation),
+        prompt_dataset,
+    )
+    trainer.model.train()
+    sequence = record(trainer, "_token_advantages")
+    for mode in ("weight", "reward_to_go", "hybrid"):
+        trainer.shaping_config = TokenShapeConfig(mode=mode, hybrid_coef=0.3)
+        output = trainer._generate_and_score_completions(
+            [{"prompt": prompt} for prompt in PROMPTS for _ in range(2)]
         )
+        grpo = sequence[-1][0][0]
+        mask = output["completion_mask"].bool()
+        assert grpo.abs().sum() > 0
+        expected = grpo.unsqueeze(1).expand_as(output["advantages"])
+        assert torch.equal(output["advantages"][mask], expected[mask]), mode
+
+
+def test_the_tool_mask_reaches_the_reward_functions(
+    make_policy, policy_tokenizer, tiny_bert_reward, grpo_config, prompt_dataset, monkeypatch
+):
+    received = []
+
+    def spy(completions, tool_mask=None, **kwargs):
+        received.append(tool_mask)
+        return [0.0] * len(completions)
+
+    reward = ShapedReward(tiny_bert_reward, ShapingParams({"sparse": 1.0}))
+    trainer = shaped_trainer(
+        make_policy, policy_tokenizer, [reward, spy], grpo_config(), prompt_dataset
+    )
+    ids = [policy_tokenizer(text, add_special_tokens=False)["input_ids"] for text in ("a", "b")]
+    masks = [[1] * len(row) for row in ids]
+    generated = ([[1]] * 2, ids, masks, ["a", "b"], None, {}, None, [])
+    monkeypatch.setattr(GRPOTrainer, "_generate", lambda self, prompts: generated)
+    assert trainer._generate(["p", "q"]) is generated
+    trainer._calculate_rewards([{"prompt": "p"}, {"prompt": "q"}], ["p", "q"], ["a", "b"], ids)
+    assert received == [masks]
+    trainer._calculate_rewards([{"prompt": "p"}, {"prompt": "q"}], ["p", "q"], ["a", "b"], ids)
+    assert received[-1] is None  # a mask serves the batch it came with only
 
 
 def test_the_shaped_reward_must_be_found(
