@@ -2,11 +2,31 @@
 
 GRPO gives every token of a completion the completion's advantage. This trainer lets GRPO
 generate, score and normalise as usual, then replaces the ``B`` advantages with ``B x T`` token
-advantages built from the shaped token rewards the :class:`~tokenshape.shaped_reward.ShapedReward`
-kept on its last call (see :class:`~tokenshape.integrations.trl.config.TokenShapeConfig` for the
-modes). ``GRPOTrainer._compute_loss`` takes ``B x T`` advantages as they are; the KL penalty stays
-in the loss (``beta``), never in the rewards. TRL logs the sequence advantages before they are
-replaced; the token advantages are logged as ``tokenshape/advantages/{mean,std,min,max}``.
+advantages built from the attributions the :class:`~tokenshape.shaped_reward.ShapedReward` kept on
+its last call (see :class:`~tokenshape.integrations.trl.config.TokenShapeConfig` for the modes and
+the invariants they keep). ``GRPOTrainer._compute_loss`` takes ``B x T`` advantages as they are;
+the KL penalty stays in the loss (``beta``), never in the rewards. TRL's tool mask (1 on generated
+tokens, 0 on tool results) reaches every reward function as ``tool_mask=``, which is how the
+shaped reward finds each assistant turn's tokens. TRL logs the sequence advantages before they
+are replaced; the token advantages are logged as ``tokenshape/advantages/{mean,std,min,max}``.
+
+Where TRL reads the advantage's sign, it reads it per token once advantages are per token:
+
+- ``off_policy_mask_threshold`` (the off-policy sequence mask) drops, in a sequence whose mean KL
+  exceeds the threshold, the tokens whose own advantage is negative, and keeps its tokens with a
+  non-negative advantage (GRPO drops or keeps the sequence whole, by its one sign);
+- ``loss_type="vespo"`` weights each token by the gamma function of the sequence's importance
+  ratio with the shape (``k``, ``lambda``) of its own advantage's sign; ``"sapo"`` picks its
+  temperature and the clip-ratio metrics count tokens by the token's sign likewise.
+
+A token pushed down is treated as GRPO treats a sequence pushed down. With ``{"sparse": 1}`` every
+token of a row has the row's sign, so these agree with GRPO exactly.
+
+With ``importance_sampling_level="sequence"`` and ``{"sparse": 1}``, the losses and gradient
+norms are GRPO's, but bit-for-bit equal parameters are not guaranteed: GRPO's loss multiplies a
+``B x 1`` ratio by ``B x 1`` advantages, this trainer's by ``B x T`` ones, and the backward pass
+sums the two broadcasts in different orders, so float32 rounding can differ. With the default
+token-level ratio both compute the same products and the runs are identical.
 """
 
 from __future__ import annotations
