@@ -38,7 +38,8 @@ class TokenShapeConfig:
       n_i`` (``sum_t u = 1``; a token reward grows with its attribution), the other reward
       functions' part ``A_i - a_i`` sits on the last token, and ``A_{i,t}`` is the sum of the
       token rewards from ``t`` to the end: ``A_i + a_i (sum_{s >= t} u_s - 1)``. The first token
-      gets ``A_i``; no token strays more than ``3 |a_i|`` from it, at any length.
+      gets ``A_i``; no token strays more than ``3 |a_i|`` from it, at any length, so no
+      ``loss_type`` (length-normalised per sequence or not) sees advantages grow with length.
     - ``"hybrid"``: ``A_i + (1 - hybrid_coef) |a_i| (c - 1) + hybrid_coef a_i (sum_{s >= t} u_s -
       1)``.
 

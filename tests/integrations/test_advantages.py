@@ -343,7 +343,7 @@ def random_group(draw_seed, rows=6, width=7):
     return rewards, mask, phi, turns
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=40, deadline=None, derandomize=True)
 @given(
     seed=st.integers(0, 10_000),
     offset=st.sampled_from([-64.0, -0.5, 3.0, 1024.0]),
@@ -370,7 +370,7 @@ def test_a_constant_added_to_every_reward_changes_no_advantage(seed, offset, mod
     torch.testing.assert_close(after, before)
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=40, deadline=None, derandomize=True)
 @given(
     seed=st.integers(0, 10_000),
     mode=st.sampled_from(list(MODES)),
@@ -397,7 +397,7 @@ def test_sparse_shaping_is_grpo_bit_for_bit_in_every_mode(seed, mode, setting, t
     assert bool((result[~on] == 0).all())
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=40, deadline=None, derandomize=True)
 @given(seed=st.integers(0, 10_000), mode=st.sampled_from(list(MODES)))
 def test_credit_is_zero_off_the_loss_mask_and_each_mode_keeps_its_invariant(seed, mode):
     rewards, mask, phi, _ = random_group(seed)
@@ -412,14 +412,17 @@ def test_credit_is_zero_off_the_loss_mask_and_each_mode_keeps_its_invariant(seed
     ).double()
     for row in range(rewards.shape[0]):
         values = result[row][mask[row].bool()].double()
+        # float32 token advantages: rounding grows with their size (a group whose two reward
+        # functions cancel has a tiny total spread, which GRPO's scaling turns into large parts)
+        atol = 1e-5 * (1 + float(values.abs().max()))
         if mode == "weight":  # the row's mean is GRPO's advantage
-            torch.testing.assert_close(values.mean(), sequence[row].double(), atol=1e-5, rtol=0)
+            torch.testing.assert_close(values.mean(), sequence[row].double(), atol=atol, rtol=0)
         if mode == "reward_to_go":  # the first token gets GRPO's; none strays beyond 3 |a|
-            torch.testing.assert_close(values[0], sequence[row].double(), atol=1e-5, rtol=0)
-            assert bool(((values - sequence[row]).abs() <= 3 * part[row].abs() + 1e-5).all())
+            torch.testing.assert_close(values[0], sequence[row].double(), atol=atol, rtol=0)
+            assert bool(((values - sequence[row]).abs() <= 3 * part[row].abs() + atol).all())
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=30, deadline=None, derandomize=True)
 @given(seed=st.integers(0, 10_000))
 def test_in_weight_mode_a_higher_attribution_never_gets_a_lower_advantage(seed):
     rewards, mask, phi, _ = random_group(seed)
