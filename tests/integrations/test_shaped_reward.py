@@ -303,6 +303,48 @@ def test_a_tool_loop_answer_gets_the_credit_not_the_tool_result(reward_tokenizer
     torch.testing.assert_close(shaped.last.policy_attributions["exact"][0], expected)
     torch.testing.assert_close(shaped.last.token_rewards[0], 2 * expected)
     assert shaped.last.turn_index[0, answer].item() == 1
+    # In weight mode the loss tokens (tool_mask 1) share the row's credit: none of it is lost
+    # on the tool result.
+    from tokenshape.integrations.trl.advantages import token_credit
+
+    loss_mask = torch.tensor(tool_mask)
+    credit = token_credit(shaped.last.policy_attributions, {"exact": 1.0}, loss_mask)
+    assert credit[0, answer].item() == pytest.approx(int(loss_mask.sum()))
+    assert credit.sum().item() == pytest.approx(int(loss_mask.sum()))
+
+
+def test_content_before_a_tool_call_is_placed_before_the_call(reward_tokenizer, policy_tokenizer):
+    from tokenshape.reward import StringScorerReward
+
+    def adds(text):
+        return float(text.count("add"))
+
+    call = {"name": "add", "arguments": {"a": 2, "b": 2}}
+    completion = [
+        {
+            "role": "assistant",
+            "content": "add",
+            "tool_calls": [{"type": "function", "function": call}],
+        },
+        {"role": "tool", "name": "add", "content": "4"},
+        {"role": "assistant", "content": "4"},
+    ]
+    encode = lambda text: policy_tokenizer(text, add_special_tokens=False)["input_ids"]
+    eos = policy_tokenizer.eos_token_id
+    first = encode('add<tool_call>\n{"name": "add", "arguments": {"a": 2, "b": 2}}\n</tool_call>')
+    result_ids, answer_ids = encode("\n<|im_start|>tool\n4<|im_end|>\n"), encode("4")
+    ids = [first + [eos] + result_ids + answer_ids + [eos]]
+    tool_mask = [[1] * (len(first) + 1) + [0] * len(result_ids) + [1] * (len(answer_ids) + 1)]
+    shaped = ShapedReward(
+        StringScorerReward(adds, reward_tokenizer),
+        ShapingParams({"exact": 1.0}),
+        policy_tokenizer=policy_tokenizer,
+    )
+    assert shaped(
+        [[{"role": "user", "content": "Sum?"}]], [completion], ids, tool_mask=tool_mask
+    ) == [1.0]
+    phi = shaped.last.policy_attributions["exact"][0]
+    assert phi[0].item() == 1.0 and phi[1:].abs().sum().item() == 0  # not the call's "add"
 
 
 def test_reasoning_that_holds_the_answer_does_not_take_its_credit(
@@ -377,6 +419,13 @@ def test_template_text_is_tokenised_without_added_special_tokens(
     assert tokenizer.cls_token_id not in seen[0][0].tolist()
     great = ids[0].index(policy_tokenizer(" Great", add_special_tokens=False)["input_ids"][0])
     assert shaped.last.policy_attributions["exact"][0, great] != 0
+
+
+def test_a_batch_mixing_conversations_and_plain_text_is_refused(reward_tokenizer, tiny_bert_reward):
+    tokenizer = trimming_tokenizer(reward_tokenizer, TRIM_TEMPLATE)
+    shaped = ShapedReward(tiny_bert_reward, ShapingParams({"sparse": 1.0}), tokenizer=tokenizer)
+    with pytest.raises(InvalidArgumentError, match="completions"):
+        shaped(["Rate it", "Rate it"], [" fine", [{"role": "assistant", "content": "fine"}]])
 
 
 def test_unknown_signal_is_named_with_the_available_ones(tiny_bert_reward):
