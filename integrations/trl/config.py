@@ -26,8 +26,9 @@ class TokenShapeConfig:
     shaping weights; ``phi_j`` the attributions of signal ``j`` on the policy's tokens. The credit
     of token ``t`` is ``c_{i,t} = 1 + sum_{j != sparse} w_j n_i (phi_{j,t} - mean phi_j) /
     sum |phi_j|`` (it averages 1 over the row and grows with the token's attribution; the sparse
-    signal credits every token alike). See
-    :func:`~tokenshape.integrations.trl.advantages.token_advantages`.
+    signal credits every token alike). The credit reads the attributions themselves, so the
+    shaping ``normalization`` (which splits a score into ``ShapedReward.last.token_rewards``) does
+    not enter it. See :func:`~tokenshape.integrations.trl.advantages.token_advantages`.
 
     - ``"weight"``: ``A_{i,t} = A_i + |a_i| (c_{i,t} - 1)``. The row's mean token advantage is
       ``A_i``, and within a row a token with a higher attribution never gets a lower advantage,

@@ -242,6 +242,46 @@ def test_sparse_shaping_gives_grpo_advantages_in_every_mode(
         assert torch.equal(output["advantages"][mask], expected[mask]), mode
 
 
+class ShiftedReward:
+    """A reward function plus a constant that can be changed between calls. The tiny reward
+    model's scores are stretched 1000 times so that TRL's float32 rewards resolve their spread
+    next to the constant."""
+
+    def __init__(self, reward, offset=0.0):
+        self.reward, self.offset = reward, offset
+        self.tokenizer, self.__name__ = reward.tokenizer, "shifted"
+
+    def __call__(self, input_ids, attention_mask):
+        return 1000 * self.reward(input_ids, attention_mask) + self.offset
+
+
+@pytest.mark.parametrize("mode", ["weight", "reward_to_go", "hybrid"])
+def test_a_constant_added_to_the_reward_model_changes_no_token_advantage(
+    mode, make_policy, policy_tokenizer, tiny_bert_reward, grpo_config, prompt_dataset
+):
+    shifted = ShiftedReward(tiny_bert_reward)
+    reward = ShapedReward(shifted, ShapingParams({"occlusion": 0.7, "sparse": 0.3}))
+    trainer = shaped_trainer(
+        make_policy, policy_tokenizer, reward, grpo_config(), prompt_dataset, mode=mode
+    )
+    trainer.model.train()
+    inputs = [{"prompt": prompt} for prompt in PROMPTS for _ in range(2)]
+    outputs, scores = [], []
+    for offset in (0.0, -5.0):
+        shifted.offset = offset
+        torch.manual_seed(0)  # the same completions for both offsets
+        outputs.append(trainer._generate_and_score_completions(inputs))
+        scores.append(reward.last.scores.clone())
+    assert torch.equal(outputs[0]["completion_ids"], outputs[1]["completion_ids"])
+    torch.testing.assert_close(scores[1], scores[0] - 5.0)
+    changing = outputs[0]["advantages"][outputs[0]["completion_mask"].bool()]
+    assert changing.abs().max() > 0.1
+    # Equal up to TRL's float32 rewards (the offset costs them about 1e-5 of the group's spread).
+    torch.testing.assert_close(
+        outputs[1]["advantages"], outputs[0]["advantages"], atol=1e-3, rtol=0
+    )
+
+
 def test_the_tool_mask_reaches_the_reward_functions(
     make_policy, policy_tokenizer, tiny_bert_reward, grpo_config, prompt_dataset, monkeypatch
 ):
