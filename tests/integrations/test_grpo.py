@@ -87,25 +87,24 @@ def test_training_changes_every_policy_parameter(
             assert any(len(set(row[m].tolist())) > 1 for row, m in zip(advantages, mask))
 
 
-def test_sparse_weight_mode_gives_vanilla_grpo_losses_step_for_step(
-    make_policy, policy_tokenizer, tiny_bert_reward, grpo_config, prompt_dataset
+@pytest.mark.parametrize(
+    ("mode", "level"), [("weight", "token"), ("reward_to_go", "token"), ("hybrid", "sequence")]
+)
+def test_sparse_shaping_gives_vanilla_grpo_losses_step_for_step(
+    mode, level, make_policy, policy_tokenizer, tiny_bert_reward, grpo_config, prompt_dataset
 ):
     reward = ShapedReward(tiny_bert_reward, ShapingParams({"sparse": 1.0}))
+    args = {"max_steps": 3, "importance_sampling_level": level}
     vanilla = GRPOTrainer(
         model=make_policy(),
         reward_funcs=[reward],
-        args=grpo_config(max_steps=3),
+        args=grpo_config(**args),
         train_dataset=prompt_dataset,
         processing_class=policy_tokenizer,
     )
     vanilla.train()
     shaped = shaped_trainer(
-        make_policy,
-        policy_tokenizer,
-        reward,
-        grpo_config(max_steps=3),
-        prompt_dataset,
-        mode="weight",
+        make_policy, policy_tokenizer, reward, grpo_config(**args), prompt_dataset, mode=mode
     )
     shaped.train()
 
@@ -116,8 +115,9 @@ def test_sparse_weight_mode_gives_vanilla_grpo_losses_step_for_step(
     assert all(norm > 0 for norm in history(vanilla, "grad_norm"))
     for key in ("loss", "grad_norm"):
         assert history(shaped, key) == history(vanilla, key)
-    for (name, p), q in zip(vanilla.model.named_parameters(), shaped.model.parameters()):
-        assert torch.equal(p, q), name
+    if level == "token":  # a sequence-level ratio may round differently (see the trainer's doc)
+        for (name, p), q in zip(vanilla.model.named_parameters(), shaped.model.parameters()):
+            assert torch.equal(p, q), name
 
 
 def test_each_token_advantage_reaches_the_loss(
