@@ -9,11 +9,19 @@ works unchanged as a ``reward_funcs`` entry of TRL's ``GRPOTrainer``, ``RLOOTrai
    character offsets;
 2. scores each row and explains the scores with one batched :func:`tokenshape.attribute` call per
    signal the shaping weights use (a signal weighted 0 is not computed);
-3. returns the scores, and keeps in :attr:`ShapedReward.last` the shaped token rewards aligned to
-   the policy's ``completion_ids`` (``B x T``, each row summing to its score, zero on padding).
+3. returns the scores, and keeps in :attr:`ShapedReward.last` the attributions and the shaped
+   token rewards moved onto the policy's ``completion_ids`` (``B x T``, each row summing to its
+   score, zero on padding and on tool results).
 
-Rows whose completion has no text (empty, or cut off by ``max_length``) score 0 and get zero token
-rewards.
+A row whose completion has no players (empty or whitespace-only, or cut off by ``max_length``) is
+scored by the reward model like any other (on the prompt and the markup around the empty answer);
+its score goes to its last generated token.
+
+The tokens of each assistant turn are found from the completion's structure, never by searching
+the text: a completion of one assistant message is that message's tokens; a completion from TRL's
+tool loop gives one run of generated tokens (``tool_mask`` 1) per assistant message, with the tool
+results (``tool_mask`` 0) between them. Inside a turn the content follows the message's reasoning;
+a turn whose content cannot be placed raises :class:`~tokenshape.errors.TokenShapeError`.
 """
 
 from __future__ import annotations
@@ -53,33 +61,46 @@ class ShapedBatch:
         scores: ``B`` float64, the returned sequence rewards.
         attributions: signal -> :class:`TokenAttribution` of the explained rows, in the reward
             model's tokens.
-        explained: ``B`` bool, the rows that had completion text (the others score 0).
+        explained: ``B`` bool, the rows whose completion has players (content the reward model
+            reads as tokens); the others are scored without attribution.
         token_rewards: ``B x T`` float64 shaped rewards on the policy's ``completion_ids``
-            (``T`` the longest completion), each row summing to its score; None when the call
-            had no ``completion_ids`` or the reward has no ``policy_tokenizer``.
-        shares: signal -> ``B x T`` float64 shares of each weighted signal but ``"sparse"``,
-            each row summing to 1 over its completion tokens.
-        completion_mask: ``B x T`` bool, True on the completion's tokens (not padding).
+            (``T`` the longest completion), each row summing to its score; a row without players
+            has its score on its last generated token. None when the call had no
+            ``completion_ids`` or the reward has no ``policy_tokenizer``.
+        policy_attributions: signal -> ``B x T`` float64 attributions moved onto the policy's
+            tokens (each row keeps its sum), for every weighted signal but ``"sparse"``; zero
+            off the generated tokens and on rows without players.
+        completion_mask: ``B x T`` bool, True on the tokens the policy generated: not padding,
+            not tool results inside the completion.
         turn_index: ``B x T`` long, the turn each policy token belongs to: the last assistant
-            message that started before it ends (0 before the first).
+            turn whose tokens started at or before it (0 before the first).
     """
 
     scores: Tensor
     attributions: dict[str, TokenAttribution]
     explained: Tensor
     token_rewards: Tensor | None = None
-    shares: dict[str, Tensor] = field(default_factory=dict)
+    policy_attributions: dict[str, Tensor] = field(default_factory=dict)
     completion_mask: Tensor | None = None
     turn_index: Tensor | None = None
 
 
 @dataclass(frozen=True)
 class _Rendered:
-    """One prompt + completion as text, with the completion's turns located in it."""
+    """One prompt + completion as the reward model reads it, with the completion's turns in it.
+
+    Attributes:
+        text: the text.
+        turns: the ``(start, end)`` characters of each turn's content in ``text``.
+        offsets: where each turn's text in ``text`` starts inside its message's content (a
+            template that trims whitespace writes the content from a later character).
+        templated: written by a chat template, which adds its own special tokens.
+    """
 
     text: str
     turns: list[tuple[int, int]]
-    contents: list[str]
+    offsets: list[int]
+    templated: bool = False
 
 
 def _message_text(message: Mapping[str, Any]) -> str:
@@ -110,10 +131,12 @@ def render_for_reward(
 
     A plain completion follows its prompt directly (``prompt + completion``, as TRL scores
     text) and is one turn. A conversational one (a list of messages, as TRL passes when the
-    dataset is conversational) is rendered with ``tokenizer``'s chat template when it has one and
-    ``chat_template`` is True, as TRL does for reward models; otherwise the message contents are
-    joined with newlines. Its turns are the contents of its assistant messages: tool messages and
-    the template's markup are context, never players.
+    dataset is conversational) is rendered by ``tokenizer``'s chat template when it has one and
+    ``chat_template`` is True, exactly as TRL renders it for a reward model (the template's filters
+    apply; the text is then tokenised without adding special tokens); otherwise the message
+    contents are joined with newlines. Its turns are the contents of its assistant messages as the
+    text holds them: tool messages, tool calls, reasoning and the template's markup are context,
+    never players.
 
     Args:
         prompt: a string, or the prompt's messages.
@@ -123,6 +146,10 @@ def render_for_reward(
 
     Returns:
         (text, turns): the text and the ``(start, end)`` characters of each turn's content.
+
+    Raises:
+        TokenShapeError: the template writes an assistant message's content other than as the
+            content itself, up to whitespace trimmed at its ends.
     """
     rendered = _render(prompt, completion, tokenizer, chat_template=chat_template)
     return rendered.text, rendered.turns
@@ -134,37 +161,16 @@ def _render(prompt, completion, tokenizer, *, chat_template: bool) -> _Rendered:
             raise InvalidArgumentError(
                 "prompts", type(prompt).__name__, "strings when the completions are strings"
             )
-        return _Rendered(
-            prompt + completion, [(len(prompt), len(prompt) + len(completion))], [completion]
-        )
+        return _Rendered(prompt + completion, [(len(prompt), len(prompt) + len(completion))], [0])
     messages = (
         list(prompt) if not isinstance(prompt, str) else [{"role": "user", "content": prompt}]
     )
     turn_positions = [i for i, message in enumerate(completion) if _is_turn(message)]
     contents = [_message_text(completion[i]) for i in turn_positions]
     if chat_template and getattr(tokenizer, "chat_template", None):
-        marked = messages + [
-            {**message, "content": _SENTINEL.format(turn_positions.index(i))}
-            if i in turn_positions
-            else dict(message)
-            for i, message in enumerate(completion)
-        ]
-        template_text = tokenizer.apply_chat_template(marked, tokenize=False)
-        found = [int(match.group(1)) for match in _SENTINEL_PATTERN.finditer(template_text)]
-        if found != list(range(len(contents))):
-            raise TokenShapeError(
-                "the reward tokenizer's chat template does not write each assistant message's "
-                "content once and in order; pass chat_template=False to join the contents instead"
-            )
-        pieces, turns, position = [], [], 0
-        for match, content in zip(_SENTINEL_PATTERN.finditer(template_text), contents):
-            pieces.append(template_text[position : match.start()])
-            start = sum(len(piece) for piece in pieces)
-            pieces.append(content)
-            turns.append((start, start + len(content)))
-            position = match.end()
-        pieces.append(template_text[position:])
-        return _Rendered("".join(pieces), turns, contents)
+        return _render_with_template(
+            messages, list(completion), turn_positions, contents, tokenizer
+        )
     texts = [_message_text(message) for message in messages + list(completion)]
     starts, position = [], 0
     for text in texts:
@@ -174,7 +180,49 @@ def _render(prompt, completion, tokenizer, *, chat_template: bool) -> _Rendered:
     turns = [
         (starts[offset + i], starts[offset + i] + len(texts[offset + i])) for i in turn_positions
     ]
-    return _Rendered("\n".join(texts), turns, contents)
+    return _Rendered("\n".join(texts), turns, [0] * len(turns))
+
+
+def _render_with_template(
+    messages: list, completion: list, turn_positions: list[int], contents: list[str], tokenizer
+) -> _Rendered:
+    """Render with the chat template, and find each assistant content in the text through the
+    markup the template writes around numbered placeholders of the non-empty contents."""
+    text = tokenizer.apply_chat_template(messages + completion, tokenize=False)
+    placed = [number for number, content in enumerate(contents) if content]
+    marked = messages + [
+        {**message, "content": _SENTINEL.format(turn_positions.index(i))}
+        if i in turn_positions and contents[turn_positions.index(i)]
+        else dict(message)
+        for i, message in enumerate(completion)
+    ]
+    marked_text = tokenizer.apply_chat_template(marked, tokenize=False)
+    matches = list(_SENTINEL_PATTERN.finditer(marked_text))
+    if [int(match.group(1)) for match in matches] != placed:
+        raise TokenShapeError(
+            "the reward tokenizer's chat template does not write each assistant message's "
+            "content once and in order; pass chat_template=False to join the contents instead"
+        )
+    pattern, position = [], 0
+    for match, number in zip(matches, placed):
+        pattern.append(re.escape(marked_text[position : match.start()]))
+        pattern.append(f"(\\s*{re.escape(contents[number].strip())}\\s*?)")
+        position = match.end()
+    pattern.append(re.escape(marked_text[position:]))
+    found = re.fullmatch("".join(pattern), text, flags=re.DOTALL)
+    pieces = [found.group(g + 1) for g in range(len(placed))] if found else []
+    if not found or any(piece not in contents[n] for piece, n in zip(pieces, placed)):
+        raise TokenShapeError(
+            "the reward tokenizer's chat template writes an assistant message's content other "
+            "than as the content itself (up to whitespace trimmed at its ends), so its "
+            "characters cannot be found in the text; pass chat_template=False to join the "
+            "contents instead"
+        )
+    turns, offsets = [(0, 0)] * len(contents), [0] * len(contents)
+    for g, number in enumerate(placed):
+        turns[number] = found.span(g + 1)
+        offsets[number] = contents[number].find(pieces[g])
+    return _Rendered(text, turns, offsets, templated=True)
 
 
 def _policy_token_spans(tokenizer, token_ids: Sequence[int]) -> tuple[str, list[tuple[int, int]]]:
@@ -204,20 +252,84 @@ def _policy_token_spans(tokenizer, token_ids: Sequence[int]) -> tuple[str, list[
     return text, spans
 
 
-def _locate(contents: Sequence[str], text: str, row: int) -> list[tuple[int, int]]:
-    """The characters of each content in ``text``, searched in order."""
-    spans, position = [], 0
-    for turn, content in enumerate(contents):
-        start = text.find(content, position)
-        if start < 0:
-            raise TokenShapeError(
-                f"completion {row}: the text of turn {turn} ({content[:40]!r}) is not in the "
-                f"policy tokenizer's decoding of completion_ids ({text[:60]!r}); pass the "
-                "policy's own tokenizer as policy_tokenizer"
-            )
-        spans.append((start, start + len(content)))
-        position = start + len(content)
-    return spans
+#: Message fields that hold reasoning, which chat templates write before the content.
+_REASONING_FIELDS = ("reasoning_content", "reasoning", "thinking")
+
+
+def _turn_tokens(
+    completion: str | Sequence[Mapping[str, Any]],
+    length: int,
+    tool_mask: Sequence[int] | None,
+    row: int,
+) -> list[tuple[int, int]]:
+    """The ``(start, end)`` token range of each assistant turn of one completion.
+
+    The turns are the runs of the policy's own tokens (``tool_mask`` 1; TRL's tool loop marks
+    tool results 0), in order, one per assistant message; a completion of one assistant message
+    is one run over all its tokens.
+    """
+    if isinstance(completion, str):
+        return [(0, length)]
+    turns = sum(1 for message in completion if _is_turn(message))
+    if tool_mask is None:
+        if len(completion) == 1 and turns == 1:
+            return [(0, length)]
+        raise TokenShapeError(
+            f"completion {row} has {turns} assistant messages among {len(completion)} messages; "
+            "their tokens are found through TRL's tool_mask (1 on generated tokens, 0 on tool "
+            "results), which this call did not receive: ShapedGRPOTrainer passes it, a direct "
+            "call passes tool_mask=..."
+        )
+    mask = [int(value) for value in tool_mask]
+    if len(mask) != length:
+        raise InvalidArgumentError(
+            f"tool_mask[{row}]", f"{len(mask)} values", f"{length}, one per completion token"
+        )
+    runs, start = [], None
+    for position, value in enumerate([*mask, 0]):
+        if value and start is None:
+            start = position
+        elif not value and start is not None:
+            runs.append((start, position))
+            start = None
+    if length == 0:
+        return [(0, 0)] * turns
+    if len(runs) != turns:
+        raise TokenShapeError(
+            f"completion {row} has {turns} assistant messages but {len(runs)} runs of generated "
+            "tokens in tool_mask; each assistant message must be one run"
+        )
+    return runs
+
+
+def _content_start(message: str | Mapping[str, Any], text: str, row: int, turn: int) -> int:
+    """Where an assistant message's content starts in the policy's decoding of its own tokens.
+
+    The content follows the message's reasoning (templates write reasoning first) and ends the
+    decoding, up to trailing whitespace; with tool calls, which templates write after it, it is
+    the first occurrence after the reasoning.
+    """
+    content = message if isinstance(message, str) else _message_text(message)
+    after = 0
+    if not isinstance(message, str):
+        reasoning = next(
+            (message[f] for f in _REASONING_FIELDS if isinstance(message.get(f), str)), ""
+        )
+        if reasoning:
+            found = text.find(reasoning)
+            after = found + len(reasoning) if found >= 0 else len(text) + 1
+    if not isinstance(message, str) and message.get("tool_calls"):
+        start = text.find(content, after)
+    else:
+        end, core = len(text.rstrip()), content.rstrip()
+        start = end - len(core) if text[:end].endswith(core) else -1
+    if start < after:
+        raise TokenShapeError(
+            f"completion {row}: the content of turn {turn} ({content[:40]!r}) is not where its "
+            f"message puts it in the policy tokenizer's decoding of its tokens ({text[:60]!r}); "
+            "pass the policy's own tokenizer as policy_tokenizer"
+        )
+    return start
 
 
 def _check_tokenizer(tokenizer) -> None:
@@ -363,6 +475,7 @@ class ShapedReward:
         prompts: Sequence[Any],
         completions: Sequence[Any],
         completion_ids: Sequence[Sequence[int]] | None = None,
+        tool_mask: Sequence[Sequence[int]] | None = None,
         **kwargs: Any,
     ) -> list[float]:
         """Score and explain a batch; see the module docstring.
@@ -371,6 +484,10 @@ class ShapedReward:
             prompts: ``B`` prompts (strings or message lists).
             completions: ``B`` completions (strings or message lists).
             completion_ids: ``B`` lists of the policy's completion token ids (padded or not).
+            tool_mask: ``B`` lists, one value per completion token: 1 on the tokens the policy
+                generated, 0 on tool results inside the completion (TRL's tool loop; passed by
+                ``ShapedGRPOTrainer``). Needed to place the turns of a completion with tool
+                calls; None when every completion is one assistant message or a string.
             **kwargs: TRL's extra columns; ``log_metric(name, value)``, when given, receives
                 ``tokenshape/<signal>/seconds`` (wall time of the attribution),
                 ``tokenshape/<signal>/rows_per_sequence`` (reward-model forward rows) and
@@ -383,6 +500,10 @@ class ShapedReward:
         if len(prompts) != len(completions):
             raise InvalidArgumentError(
                 "completions", f"{len(completions)} completions", f"{len(prompts)}, one per prompt"
+            )
+        if tool_mask is not None and len(tool_mask) != len(completions):
+            raise InvalidArgumentError(
+                "tool_mask", f"{len(tool_mask)} rows", f"{len(completions)}, one per completion"
             )
         rendered = [
             _render(p, c, self.tokenizer, chat_template=self.chat_template)
@@ -420,21 +541,32 @@ class ShapedReward:
                     attributions[signal],
                     time.perf_counter() - started,
                 )
-            if attributions:
-                full = next(iter(attributions.values())).full_value
-            else:
-                with torch.inference_mode():
-                    full = self.reward(ids, mask)
+        scored = explained if attributions else torch.zeros_like(explained)
+        if attributions:
+            full = next(iter(attributions.values())).full_value
             scores[rows] = check_reward_output(full, len(rows), name=self.__name__).cpu()
+        if not bool(scored.all()):  # rows without players (or no signal): the model's own score
+            others = (~scored).nonzero().flatten()
+            with torch.inference_mode():
+                values = self.reward(input_ids[others], attention_mask[others])
+            scores[others] = check_reward_output(values, len(others), name=self.__name__).cpu()
         batch = ShapedBatch(scores=scores, attributions=attributions, explained=explained)
         if completion_ids is not None and self.policy_tokenizer is not None:
-            self._align(batch, rendered, encoded["offsets"], turn, rows, completion_ids)
+            self._align(batch, completions, rendered, encoded, rows, completion_ids, tool_mask)
         self.last = batch
         return scores.tolist()
 
     def _encode(self, rendered: list[_Rendered]) -> dict[str, Tensor]:
         """Tokenise the texts; ``turn`` (``B x L``) numbers the turn of each completion token, -1
-        elsewhere (prompt, markup, special tokens, padding)."""
+        elsewhere (prompt, markup, special tokens, padding). Text a chat template wrote already
+        holds its special tokens, so the tokenizer adds none to it (as TRL tokenises it)."""
+        templated = {r.templated for r in rendered}
+        if len(templated) > 1:
+            raise InvalidArgumentError(
+                "completions",
+                "a mix of conversations and plain text",
+                "one kind per batch (the chat template adds special tokens, plain text does not)",
+            )
         batch = self.tokenizer(
             [r.text for r in rendered],
             return_offsets_mapping=True,
@@ -442,6 +574,7 @@ class ShapedReward:
             padding=True,
             truncation=self.max_length is not None,
             max_length=self.max_length,
+            add_special_tokens=not templated.pop() if templated else True,
             return_tensors="pt",
         )
         offsets = batch["offset_mapping"].long()
@@ -476,57 +609,77 @@ class ShapedReward:
     def _align(
         self,
         batch: ShapedBatch,
+        completions: Sequence[Any],
         rendered: list[_Rendered],
-        offsets: Tensor,
-        turn: Tensor,
+        encoded: dict[str, Tensor],
         rows: Tensor,
         completion_ids: Sequence[Sequence[int]],
+        tool_mask: Sequence[Sequence[int]] | None,
     ) -> None:
-        """Fill ``batch``'s policy-token fields from the reward-model attributions."""
+        """Fill ``batch``'s policy-token fields from the reward-model attributions.
+
+        Each turn's tokens come from the completion's structure (:func:`_turn_tokens`), each
+        turn's content from its place in its message (:func:`_content_start`); scores move only
+        onto the policy's own tokens.
+        """
         ids = [[int(token) for token in row] for row in completion_ids]
         if len(ids) != len(rendered):
             raise InvalidArgumentError(
                 "completion_ids", f"{len(ids)} rows", f"{len(rendered)}, one per completion"
             )
         width = max((len(row) for row in ids), default=0)
-        completion_mask = torch.zeros(len(ids), width, dtype=torch.bool)
+        generated = torch.zeros(len(ids), width, dtype=torch.bool)
         turn_index = torch.zeros(len(ids), width, dtype=torch.long)
         aligned = {
             signal: torch.zeros(len(ids), width, dtype=torch.float64) for signal in self.signals
         }
         position_of = {int(row): i for i, row in enumerate(rows)}
         for row, (r, token_ids) in enumerate(zip(rendered, ids)):
-            length = len(token_ids)
-            completion_mask[row, :length] = True
-            text, spans = _policy_token_spans(self.policy_tokenizer, token_ids)
-            policy_turns = _locate(r.contents, text, row)
-            ends = torch.tensor([end for _, end in spans], dtype=torch.long).reshape(-1, 1)
-            starts = torch.tensor([start for start, _ in policy_turns], dtype=torch.long)
-            turn_index[row, :length] = ((starts < ends).sum(dim=1) - 1).clamp(min=0)
+            completion = completions[row]
+            runs = _turn_tokens(
+                completion, len(token_ids), None if tool_mask is None else tool_mask[row], row
+            )
+            messages = (
+                [completion]
+                if isinstance(completion, str)
+                else [m for m in completion if _is_turn(m)]
+            )
+            spans: list[tuple[int, int]] = []
+            columns: list[int] = []
+            policy_turns = []
+            offset = 0
+            for number, ((first, stop), message) in enumerate(zip(runs, messages)):
+                text, run_spans = _policy_token_spans(self.policy_tokenizer, token_ids[first:stop])
+                start = offset + _content_start(message, text, row, number) + r.offsets[number]
+                policy_turns.append((start, start + r.turns[number][1] - r.turns[number][0]))
+                spans.extend((offset + a, offset + b) for a, b in run_spans)
+                columns.extend(range(first, stop))
+                turn_index[row, first:] = number
+                offset += len(text)
+            generated[row, columns] = True
             if row not in position_of:
                 continue
-            source = _spans_in_policy_text(offsets[row], turn[row], r.turns, policy_turns)
-            on = turn[row] >= 0
+            source = _spans_in_policy_text(
+                encoded["offsets"][row], encoded["turn"][row], r.turns, policy_turns
+            )
+            on = encoded["turn"][row] >= 0
             for signal, result in batch.attributions.items():
                 scores = result.scores[position_of[row]].detach().cpu().double()[on]
-                aligned[signal][row, :length] = align_scores(scores, source, spans)
-        batch.completion_mask = completion_mask
+                aligned[signal][row, columns] = align_scores(scores, source, spans)
+        batch.completion_mask = generated
         batch.turn_index = turn_index
-        batch.token_rewards = shape_rewards(batch.scores, aligned, self.params, completion_mask)
-        ones = torch.ones(len(ids), dtype=torch.float64)
-        batch.shares = {
-            signal: shape_rewards(
-                ones,
-                {signal: aligned[signal]},
-                ShapingParams(
-                    {signal: 1.0},
-                    normalization=self.params.normalization,
-                    cancellation_tolerance=self.params.cancellation_tolerance,
-                ),
-                completion_mask,
-            )
-            for signal in self.signals
-        }
+        batch.policy_attributions = aligned
+        batch.token_rewards = shape_rewards(
+            batch.scores, aligned, self.params, _last_token_when(~batch.explained, generated)
+        )
+
+
+def _last_token_when(rows: Tensor, mask: Tensor) -> Tensor:
+    """``mask`` (``B x T`` bool), reduced to its last True token on ``rows`` (``B`` bool)."""
+    positions = torch.arange(1, mask.shape[1] + 1)
+    last = (mask.long() * positions).argmax(dim=1, keepdim=True)
+    only_last = torch.zeros_like(mask).scatter_(1, last, True) & mask
+    return torch.where(rows.unsqueeze(1), only_last, mask)
 
 
 def _spans_in_policy_text(

@@ -1,10 +1,11 @@
-"""Token advantages from shaped token rewards: the arithmetic of the shaped GRPO trainer.
+"""Token advantages from explained rewards: the arithmetic of the shaped GRPO trainer.
 
 Every function here is a pure tensor function, so each can be checked by hand. Shapes: ``N`` rows
 over all processes, ``B`` local rows, ``T`` completion tokens, ``M`` advantage units per row (a
 unit is a token, or a turn of a conversation), ``K`` reward functions, ``G`` completions per prompt.
-Group statistics cross processes only as per-row moments ``(sum, sum of squares, count)``, so a
-prompt group split between two processes is normalised exactly as if it were on one.
+The only group statistics are GRPO's own, computed from the ``N x K`` rewards TRL gathers from
+every process, so a prompt group split between two processes gets exactly the advantages it would
+get on one; everything else is per row.
 """
 
 from __future__ import annotations
@@ -20,13 +21,12 @@ from tokenshape.shaping.params import SPARSE
 __all__ = [
     "SCALE_EPSILON",
     "advantage_units",
-    "group_moments",
-    "reward_to_go_advantages",
-    "row_moments",
+    "last_token_weights",
+    "reward_to_go_shares",
     "shaped_advantage_part",
+    "token_advantages",
     "token_credit",
     "unit_mean",
-    "weight_advantages",
 ]
 
 #: Added to a standard deviation before dividing by it, as GRPO does.
@@ -107,26 +107,44 @@ def shaped_advantage_part(
 
 
 def token_credit(
-    shares: Mapping[str, Tensor], weights: Mapping[str, float], loss_mask: Tensor
+    attributions: Mapping[str, Tensor], weights: Mapping[str, float], loss_mask: Tensor
 ) -> Tensor:
-    """Per-token credit ``c = w_sparse + n sum_j w_j e_j``, averaging 1 over each row's loss tokens.
+    """Per-token credit ``c = 1 + sum_j w_j d_j``, averaging 1 over each row's loss tokens.
+
+    ``d_{j,t} = n (phi_{j,t} - mean_t phi_j) / sum_t |phi_{j,t}|`` is how far signal ``j``'s
+    attribution of token ``t`` lies from the row's mean attribution, measured in the row's total
+    absolute attribution; ``n`` is the row's number of loss tokens. It sums to 0 over the row,
+    grows with ``phi_{j,t}`` whatever the signs of the attributions and of their sum, stays within
+    ``[-2n, 2n]`` when the attributions nearly cancel, and is 0 for a row without attributions.
+    When every attribution of a row has one sign it equals ``n e_{j,t} - 1`` with ``e_j`` the
+    shares ``phi_j / sum phi_j``. The ``"sparse"`` signal credits every token alike (``d = 0``).
+    Attributions are invariant to a constant added to every reward, and so is the credit.
 
     Args:
-        shares: signal -> ``B x T`` shares ``e_j`` of every weighted signal but ``"sparse"``, each
-            summing to 1 over the row's completion tokens (0 outside them).
+        attributions: signal -> ``B x T`` attributions ``phi_j`` on the policy's tokens, for every
+            weighted signal but ``"sparse"``.
         weights: signal -> weight, summing to 1.
-        loss_mask: ``B x T``, 1 on the tokens the loss sees; ``n`` is their number per row.
+        loss_mask: ``B x T``, 1 on the tokens the loss sees.
 
     Returns:
         ``B x T`` float64, zero off ``loss_mask``.
+
+    Example:
+        >>> mask = torch.ones(1, 2)
+        >>> token_credit({"exact": torch.tensor([[1.5, 0.5]])}, {"exact": 1.0}, mask)
+        tensor([[1.5000, 0.5000]], dtype=torch.float64)
+        >>> token_credit({"exact": torch.tensor([[-1.5, -0.5]])}, {"exact": 1.0}, mask)
+        tensor([[0.5000, 1.5000]], dtype=torch.float64)
     """
     mask = loss_mask.bool()
     count = mask.sum(dim=1, keepdim=True).double()
-    credit = torch.full(
-        mask.shape, float(weights.get(SPARSE, 0.0)), dtype=torch.float64, device=mask.device
-    )
-    for name, share in shares.items():
-        credit = credit + count * float(weights[name]) * share.to(credit)
+    credit = torch.ones(mask.shape, dtype=torch.float64, device=mask.device)
+    for name, phi in attributions.items():
+        values = torch.where(mask, phi.to(device=mask.device, dtype=torch.float64), 0.0)
+        mean = values.sum(dim=1, keepdim=True) / count.clamp(min=1)
+        spread = values.abs().sum(dim=1, keepdim=True)
+        deviation = torch.where(spread > 0, count * (values - mean) / spread.clamp(min=1e-300), 0.0)
+        credit = credit + float(weights[name]) * deviation
     return torch.where(mask, credit, 0.0)
 
 
@@ -174,94 +192,125 @@ def unit_mean(values: Tensor, units: Tensor) -> Tensor:
     return _to_tokens(sums / counts.clamp(min=1), units)
 
 
-def weight_advantages(
-    sequence_advantages: Tensor, shaped_part: Tensor, credit: Tensor, units: Tensor
+def last_token_weights(
+    attributions: Mapping[str, Tensor], weights: Mapping[str, float], loss_mask: Tensor
 ) -> Tensor:
-    """``A_{i,t} = A_i + a_i (c_{i,t} - 1)``, with the credit averaged over each unit.
+    """The weight each row puts on its last token: ``w_sparse``, plus the weight of every signal
+    that attributes nothing on the row (a completion without players gives its whole reward to
+    its last token).
+
+    Args:
+        attributions: signal -> ``B x T``, as for :func:`token_credit`.
+        weights: signal -> weight.
+        loss_mask: ``B x T``.
+
+    Returns:
+        ``B`` float64.
+    """
+    mask = loss_mask.bool()
+    total = torch.full(
+        (mask.shape[0],), float(weights.get(SPARSE, 0.0)), dtype=torch.float64, device=mask.device
+    )
+    for name, phi in attributions.items():
+        silent = ~(torch.where(mask, phi.to(mask.device), 0.0) != 0).any(dim=1)
+        total = total + float(weights[name]) * silent.double()
+    return total
+
+
+def reward_to_go_shares(
+    credit: Tensor, loss_mask: Tensor, sign: Tensor, last_weight: Tensor
+) -> Tensor:
+    """Shares ``u`` of each row's centred shaped reward, by token: ``sum_t u_t = 1``.
+
+    ``u_t = w_last [t = last] + ((1 - w_last) + sign(a) (c_t - 1)) / n``: the sparse signal (and
+    any signal silent on the row) puts its share on the row's last loss token; every other signal
+    ``j`` gives token ``t`` the share ``(1 + sign(a) d_{j,t}) / n``, so that the token reward
+    ``a u_t`` grows with the token's attribution whether the row's centred reward ``a`` is
+    positive or negative.
+
+    Args:
+        credit: ``B x T``, from :func:`token_credit`.
+        loss_mask: ``B x T``; ``n`` is its number of tokens per row.
+        sign: ``B``, the sign of each row's shaped advantage part ``a``.
+        last_weight: ``B``, ``w_last`` from :func:`last_token_weights`.
+
+    Returns:
+        ``B x T`` float64, zero off ``loss_mask``.
+    """
+    mask = loss_mask.bool()
+    count = mask.sum(dim=1, keepdim=True).double().clamp(min=1)
+    positions = torch.arange(1, mask.shape[1] + 1, device=mask.device)
+    last = (mask.long() * positions).argmax(dim=1, keepdim=True)
+    on_last = torch.zeros(mask.shape, dtype=torch.float64, device=mask.device)
+    on_last.scatter_(1, last, 1.0)
+    last_weight = last_weight.double().to(mask.device).unsqueeze(1)
+    spread = ((1.0 - last_weight) + sign.double().unsqueeze(1) * (credit.double() - 1.0)) / count
+    return torch.where(mask, last_weight * on_last + spread, 0.0)
+
+
+def token_advantages(
+    sequence_advantages: Tensor,
+    shaped_part: Tensor,
+    credit: Tensor,
+    units: Tensor,
+    *,
+    last_weight: Tensor,
+    reward_to_go_coef: float,
+) -> Tensor:
+    """GRPO's advantages ``A`` spread over tokens by the credit of the shaped reward's part ``a``.
+
+    With ``h = reward_to_go_coef`` (0 in ``"weight"`` mode, 1 in ``"reward_to_go"``)::
+
+        A_{i,t} = A_i + (1 - h) |a_i| (c_{i,t} - 1) + h a_i (g_{i,t} - 1)
+
+    where ``c`` is the credit (:func:`token_credit`) averaged over each unit, and ``g_{i,t} =
+    sum_{s >= t} u_{i,s}`` is the part of the row's shares (:func:`reward_to_go_shares`) still to
+    come at ``t``'s unit. Both terms vanish when every token has credit 1 (``{"sparse": 1}``), so
+    the result is then ``A`` broadcast, bit for bit; they vanish too when ``a = 0`` (a completion
+    scored like its group's mean, identical completions), and neither ``a``, ``c`` nor ``u``
+    moves when a constant is added to every reward.
+
+    - The weight term averages 0 over a row's loss tokens: the row's mean token advantage is
+      ``A_i``. It grows with each token's attribution for either sign of ``a``: the token whose
+      attribution raised the reward is never blamed more than one that raised it less.
+    - The reward-to-go term is the return of the token rewards ``a u_t`` (centred and scaled like
+      GRPO's advantage): the first unit gets ``A_i``, and ``|A_{i,t} - A_i| <= 3 |a_i|`` at any
+      length.
 
     Args:
         sequence_advantages: ``B``, GRPO's advantages ``A``.
         shaped_part: ``B``, the part ``a`` of ``A`` due to the shaped reward function.
         credit: ``B x T``, from :func:`token_credit`.
         units: ``B x T``, from :func:`advantage_units`.
+        last_weight: ``B``, from :func:`last_token_weights`.
+        reward_to_go_coef: ``h`` in [0, 1].
 
     Returns:
-        ``B x T`` in ``sequence_advantages``' dtype, zero off the units. With ``credit == 1`` on
-        every unit token it is ``A`` broadcast, bit for bit.
+        ``B x T`` in ``sequence_advantages``' dtype, zero off the units.
+
+    Example:
+        One group of "great great" (phi = [2, 2], score 4) and "great ok" (phi = [1.5, 0.5],
+        score 2), ``scale_rewards="none"``: ``A = a = [1, -1]``. In ``"weight"`` mode "ok" takes
+        the larger share of "great ok"'s blame:
+
+        >>> mask = torch.ones(2, 2)
+        >>> credit = token_credit({"exact": torch.tensor([[2.0, 2.0], [1.5, 0.5]])},
+        ...                       {"exact": 1.0}, mask)
+        >>> a = torch.tensor([1.0, -1.0])
+        >>> token_advantages(a, a, credit, advantage_units(mask),
+        ...                  last_weight=torch.zeros(2), reward_to_go_coef=0.0)
+        tensor([[ 1.0000,  1.0000],
+                [-0.5000, -1.5000]])
     """
-    unit_credit = unit_mean(credit, units)
-    advantages = sequence_advantages.double().unsqueeze(1) + shaped_part.double().unsqueeze(1) * (
-        unit_credit - 1.0
-    )
-    return torch.where(units >= 0, advantages, 0.0).to(sequence_advantages.dtype)
-
-
-def row_moments(token_rewards: Tensor, units: Tensor) -> tuple[Tensor, Tensor]:
-    """Unit rewards of each row and their moments, the only statistics that cross processes.
-
-    Args:
-        token_rewards: ``B x T``.
-        units: ``B x T``, from :func:`advantage_units`.
-
-    Returns:
-        (``B x M`` float64 unit rewards, the sum of the token rewards in each unit;
-        ``B x 3`` float64 per-row ``(sum, sum of squares, count)`` over the units).
-    """
-    sums, counts = _unit_sums(token_rewards, units)
-    valid = counts > 0
-    values = torch.where(valid, sums, 0.0)
-    moments = torch.stack([values.sum(1), (values * values).sum(1), valid.sum(1).double()], dim=1)
-    return values, moments
-
-
-def group_moments(
-    moments: Tensor, *, num_generations: int, scale_rewards: str
-) -> tuple[Tensor, Tensor]:
-    """The mean and the scale of the unit rewards of each row's group.
-
-    Args:
-        moments: ``N x 3`` per-row ``(sum, sum of squares, count)`` of all processes, in the
-            order of the gathered batch (groups of ``num_generations`` consecutive rows).
-        num_generations: ``G``.
-        scale_rewards: ``"group"`` (the group's standard deviation), ``"batch"`` (all rows'),
-            or ``"none"`` (1).
-
-    Returns:
-        (mean ``N``, scale ``N``) float64, repeated over each group; the scale is the unbiased
-        standard deviation plus :data:`SCALE_EPSILON` (its epsilon alone for fewer than two
-        units).
-    """
-    if scale_rewards not in _SCALES:
-        raise InvalidArgumentError("scale_rewards", scale_rewards, f"one of {_SCALES}")
-    groups = moments.double().view(-1, num_generations, 3).sum(dim=1)
-    mean = groups[:, 0] / groups[:, 2].clamp(min=1)
-    if scale_rewards == "none":
-        scale = torch.ones_like(mean)
-    else:
-        pooled = groups if scale_rewards == "group" else groups.sum(dim=0, keepdim=True)
-        total, squares, count = pooled.unbind(dim=1)
-        variance = (squares - total * total / count.clamp(min=1)) / (count - 1).clamp(min=1)
-        std = torch.where(count > 1, variance.clamp(min=0).sqrt(), 0.0)
-        scale = (std + SCALE_EPSILON).expand_as(mean)
-    return mean.repeat_interleave(num_generations), scale.repeat_interleave(num_generations)
-
-
-def reward_to_go_advantages(
-    unit_rewards: Tensor, units: Tensor, mean: Tensor, scale: Tensor
-) -> Tensor:
-    """Normalised unit rewards summed from each unit to the end, given to the unit's tokens.
-
-    Args:
-        unit_rewards: ``B x M``, from :func:`row_moments`.
-        units: ``B x T``, from :func:`advantage_units`.
-        mean: ``B``, the group mean of each row (from :func:`group_moments`).
-        scale: ``B``, the group scale of each row.
-
-    Returns:
-        ``B x T`` float64, zero off the units.
-    """
-    _, counts = _unit_sums(torch.zeros_like(units, dtype=torch.float64), units)
-    valid = counts > 0
-    normalised = torch.where(valid, (unit_rewards - mean.unsqueeze(1)) / scale.unsqueeze(1), 0.0)
-    to_go = normalised.flip(1).cumsum(1).flip(1)
-    return _to_tokens(to_go, units)
+    on = units >= 0
+    advantages = sequence_advantages.double().unsqueeze(1).expand(units.shape)
+    part = shaped_part.double().to(units.device).unsqueeze(1)
+    if reward_to_go_coef < 1:
+        weight = unit_mean(credit, units) - 1.0
+        advantages = advantages + (1.0 - reward_to_go_coef) * part.abs() * weight
+    if reward_to_go_coef > 0:
+        shares = reward_to_go_shares(credit, on, torch.sign(part.squeeze(1)), last_weight)
+        unit_shares, _ = _unit_sums(shares, units)
+        to_go = unit_shares.flip(1).cumsum(1).flip(1)
+        advantages = advantages + reward_to_go_coef * part * (_to_tokens(to_go, units) - 1.0)
+    return torch.where(on, advantages, 0.0).to(sequence_advantages.dtype)

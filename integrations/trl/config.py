@@ -17,30 +17,44 @@ ADVANTAGE_UNITS = ("token", "turn")
 
 @dataclass(kw_only=True)
 class TokenShapeConfig:
-    """How :class:`~tokenshape.integrations.trl.ShapedGRPOTrainer` turns shaped rewards into advantages.
+    """How :class:`~tokenshape.integrations.trl.ShapedGRPOTrainer` turns explained rewards into advantages.
 
-    With ``A_i`` the GRPO advantage of completion ``i``, ``a_i`` the part of it that comes from the
-    shaped reward function (all of it when that is the only reward function), ``n_i`` the number
-    of completion tokens in the loss, ``w`` the shaping weights and ``e_j`` the per-token shares of
-    signal ``j`` (each summing to 1 over the completion):
+    Notation: ``A_i`` is GRPO's advantage of completion ``i``; ``a_i`` the part of it due to the
+    shaped reward function (all of it when that is the only reward function; the parts of all
+    reward functions sum to ``A_i``, whatever ``scale_rewards`` and
+    ``multi_objective_aggregation``); ``n_i`` the completion's number of loss tokens; ``w`` the
+    shaping weights; ``phi_j`` the attributions of signal ``j`` on the policy's tokens. The credit
+    of token ``t`` is ``c_{i,t} = 1 + sum_{j != sparse} w_j n_i (phi_{j,t} - mean phi_j) /
+    sum |phi_j|`` (it averages 1 over the row and grows with the token's attribution; the sparse
+    signal credits every token alike). The credit reads the attributions themselves, so the
+    shaping ``normalization`` (which splits a score into ``ShapedReward.last.token_rewards``) does
+    not enter it. See :func:`~tokenshape.integrations.trl.advantages.token_advantages`.
 
-    - ``"weight"``: ``A_{i,t} = A_i + a_i (c_{i,t} - 1)`` with credit
-      ``c_{i,t} = w_sparse + n_i sum_{j != sparse} w_j e_{j,t}``. The credit averages 1 over the
-      completion's tokens, so the mean token advantage of a row is ``A_i``. The sparse signal puts
-      the whole reward after the last token, which every token's return includes equally, so it
-      credits every token alike: ``{"sparse": 1}`` gives vanilla GRPO exactly.
-    - ``"reward_to_go"``: the shaped token rewards (the other reward functions' rewards on the
-      last token, scaled by ``reward_weights``) are normalised with the mean and standard deviation
-      of all token rewards of the prompt's group (``scale_rewards`` of the GRPO config chooses
-      the group's, the batch's or no standard deviation), and ``A_{i,t}`` is the sum of the
-      normalised rewards from ``t`` to the end. These advantages grow with the length of the
-      completion: prefer ``loss_type="dapo"`` or ``"dr_grpo"``.
-    - ``"hybrid"``: ``(1 - hybrid_coef) * weight + hybrid_coef * reward_to_go``.
+    - ``"weight"``: ``A_{i,t} = A_i + |a_i| (c_{i,t} - 1)``. The row's mean token advantage is
+      ``A_i``, and within a row a token with a higher attribution never gets a lower advantage,
+      whether the completion beat its group (``a_i > 0``) or not. The amount moved between
+      tokens is ``|a_i|``, the row's own learning signal.
+    - ``"reward_to_go"``: the centred, scaled shaped reward ``a_i`` is split into token rewards
+      ``a_i u_{i,t}`` with ``u = w_sparse [t = last] + ((1 - w_sparse) + sign(a_i) (c_t - 1)) /
+      n_i`` (``sum_t u = 1``; a token reward grows with its attribution), the other reward
+      functions' part ``A_i - a_i`` sits on the last token, and ``A_{i,t}`` is the sum of the
+      token rewards from ``t`` to the end: ``A_i + a_i (sum_{s >= t} u_s - 1)``. The first token
+      gets ``A_i``; no token strays more than ``3 |a_i|`` from it, at any length, so no
+      ``loss_type`` (length-normalised per sequence or not) sees advantages grow with length.
+    - ``"hybrid"``: ``A_i + (1 - hybrid_coef) |a_i| (c - 1) + hybrid_coef a_i (sum_{s >= t} u_s -
+      1)``.
 
-    With ``unit="turn"`` every token of a turn (an assistant message and the tokens that follow it
-    up to the next one) gets the same advantage: the mean credit of the turn's tokens in
-    ``"weight"`` mode, and in ``"reward_to_go"`` mode the turn rewards (the sum of their tokens'
-    rewards) are normalised over the group's turns and summed from the turn to the end.
+    Invariants of every mode, tested: a constant added to every reward changes no advantage
+    (``a_i`` is centred and attributions are differences of rewards); identical completions with
+    identical scores get 0; ``{"sparse": 1}`` gives GRPO's advantages bit for bit; tokens outside
+    the loss mask (padding, tool results) get 0; a prompt group split between processes gets the
+    advantages it would get on one (only TRL's gathered rewards cross processes). A completion
+    without players (empty) credits its tokens alike in ``"weight"`` mode and puts its shares on
+    its last token in ``"reward_to_go"``.
+
+    With ``unit="turn"`` every loss token of a turn (one assistant message's tokens) gets the same
+    advantage: the turn's mean credit in the weight term, and the shares from the turn to the end
+    in the reward-to-go term.
 
     Args:
         mode: one of :data:`MODES`.
@@ -53,10 +67,10 @@ class TokenShapeConfig:
     mode: str = field(
         default="weight",
         metadata={
-            "help": "How token advantages are built: 'weight' spreads each completion's GRPO "
-            "advantage over its tokens by their shaped credit ({'sparse': 1} is vanilla GRPO), "
-            "'reward_to_go' sums group-normalised shaped token rewards from each token to the "
-            "end, 'hybrid' mixes the two with hybrid_coef.",
+            "help": "How token advantages are built: 'weight' moves each completion's GRPO "
+            "advantage between its tokens by their attribution (the row's mean stays GRPO's), "
+            "'reward_to_go' sums the centred shaped reward's token shares from each token to "
+            "the end, 'hybrid' mixes the two with hybrid_coef. {'sparse': 1} is GRPO in all.",
             "choices": list(MODES),
         },
     )

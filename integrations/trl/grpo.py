@@ -2,16 +2,35 @@
 
 GRPO gives every token of a completion the completion's advantage. This trainer lets GRPO
 generate, score and normalise as usual, then replaces the ``B`` advantages with ``B x T`` token
-advantages built from the shaped token rewards the :class:`~tokenshape.shaped_reward.ShapedReward`
-kept on its last call (see :class:`~tokenshape.integrations.trl.config.TokenShapeConfig` for the
-modes). ``GRPOTrainer._compute_loss`` takes ``B x T`` advantages as they are; the KL penalty stays
-in the loss (``beta``), never in the rewards. TRL logs the sequence advantages before they are
-replaced; the token advantages are logged as ``tokenshape/advantages/{mean,std,min,max}``.
+advantages built from the attributions the :class:`~tokenshape.shaped_reward.ShapedReward` kept on
+its last call (see :class:`~tokenshape.integrations.trl.config.TokenShapeConfig` for the modes and
+the invariants they keep). ``GRPOTrainer._compute_loss`` takes ``B x T`` advantages as they are;
+the KL penalty stays in the loss (``beta``), never in the rewards. TRL's tool mask (1 on generated
+tokens, 0 on tool results) reaches every reward function as ``tool_mask=``, which is how the
+shaped reward finds each assistant turn's tokens. TRL logs the sequence advantages before they
+are replaced; the token advantages are logged as ``tokenshape/advantages/{mean,std,min,max}``.
+
+Where TRL reads the advantage's sign, it reads it per token once advantages are per token:
+
+- ``off_policy_mask_threshold`` (the off-policy sequence mask) drops, in a sequence whose mean KL
+  exceeds the threshold, the tokens whose own advantage is negative, and keeps its tokens with a
+  non-negative advantage (GRPO drops or keeps the sequence whole, by its one sign);
+- ``loss_type="vespo"`` weights each token by the gamma function of the sequence's importance
+  ratio with the shape (``k``, ``lambda``) of its own advantage's sign; ``"sapo"`` picks its
+  temperature and the clip-ratio metrics count tokens by the token's sign likewise.
+
+A token pushed down is treated as GRPO treats a sequence pushed down. With ``{"sparse": 1}`` every
+token of a row has the row's sign, so these agree with GRPO exactly.
+
+With ``importance_sampling_level="sequence"`` and ``{"sparse": 1}``, the losses and gradient
+norms are GRPO's, but bit-for-bit equal parameters are not guaranteed: GRPO's loss multiplies a
+``B x 1`` ratio by ``B x 1`` advantages, this trainer's by ``B x T`` ones, and the backward pass
+sums the two broadcasts in different orders, so float32 rounding can differ. With the default
+token-level ratio both compute the same products and the runs are identical.
 """
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 import torch
@@ -23,21 +42,20 @@ from tokenshape.shaped_reward import ShapedBatch, ShapedReward
 
 from .advantages import (
     advantage_units,
-    group_moments,
-    reward_to_go_advantages,
-    row_moments,
+    last_token_weights,
     shaped_advantage_part,
+    token_advantages,
     token_credit,
-    weight_advantages,
 )
-from .compat import check_trl_support
+from .compat import check_trainer_settings, check_trl_support
 from .config import TokenShapeConfig
 
 __all__ = ["ShapedGRPOTrainer"]
 
 check_trl_support()
 
-_LENGTH_NORMALISED_LOSSES = ("grpo", "bnpo", "sapo")
+#: How much of the advantage is reward-to-go in each mode (``hybrid`` reads ``hybrid_coef``).
+_REWARD_TO_GO_COEF = {"weight": 0.0, "reward_to_go": 1.0}
 
 
 def _widen(values: Tensor, width: int) -> Tensor:
@@ -71,15 +89,9 @@ class ShapedGRPOTrainer(trl.GRPOTrainer):
         reward = self.reward_funcs[self.shaped_reward_index]
         if reward.policy_tokenizer is None:
             reward.policy_tokenizer = self._tokenizer
-        if self.shaping_config.mode != "weight" and self.loss_type in _LENGTH_NORMALISED_LOSSES:
-            warnings.warn(
-                f"shaping_config.mode={self.shaping_config.mode!r} with loss_type="
-                f"{self.loss_type!r}: reward-to-go advantages grow with the completion's length, "
-                "which a per-sequence length normalisation does not undo; loss_type='dapo' or "
-                "'dr_grpo' is preferred",
-                stacklevel=2,
-            )
+        check_trainer_settings(self)
         self._rewards_per_func: Tensor | None = None
+        self._tool_mask: list[list[int]] | None = None
 
     def _find_shaped_reward(self) -> int:
         index = self.shaping_config.reward_index
@@ -103,7 +115,15 @@ class ShapedGRPOTrainer(trl.GRPOTrainer):
             )
         return index
 
+    def _generate(self, prompts):
+        generated = super()._generate(prompts)
+        self._tool_mask = generated[2]  # 1 on the policy's tokens, 0 on tool results; or None
+        return generated
+
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        tool_mask, self._tool_mask = self._tool_mask, None
+        if tool_mask is not None:  # every reward function receives it as tool_mask=
+            inputs = [{**row, "tool_mask": mask} for row, mask in zip(inputs, tool_mask)]
         rewards_per_func = super()._calculate_rewards(
             inputs, prompts, completions, completion_ids_list
         )
@@ -142,52 +162,27 @@ class ShapedGRPOTrainer(trl.GRPOTrainer):
         units = advantage_units(loss_mask, turn_index)
         num_generations = self.num_generations if mode == "train" else self.num_generations_eval
         start = self.accelerator.process_index * rows
-        local = slice(start, start + rows)
-        result = torch.zeros(rows, width, dtype=torch.float64, device=device)
-        if config.mode in ("weight", "hybrid"):
-            part = shaped_advantage_part(
-                self._rewards_per_func,
-                self.reward_weights,
-                self.shaped_reward_index,
-                num_generations=num_generations,
-                scale_rewards=self.scale_rewards,
-                aggregation=getattr(self, "multi_objective_aggregation", "sum_then_normalize"),
-            )[local].to(device)
-            shares = {signal: _widen(e, width).to(device) for signal, e in batch.shares.items()}
-            credit = token_credit(
-                shares, self.reward_funcs[self.shaped_reward_index].params.weights, loss_mask
-            )
-            weight = weight_advantages(sequence_advantages, part, credit, units)
-            if config.mode == "weight":
-                return weight
-            result += (1.0 - config.hybrid_coef) * weight.double()
-        token_rewards = self._token_rewards(batch, loss_mask, local)
-        unit_rewards, moments = row_moments(token_rewards, units)
-        mean, scale = group_moments(
-            self.accelerator.gather(moments),
+        part = shaped_advantage_part(
+            self._rewards_per_func,
+            self.reward_weights,
+            self.shaped_reward_index,
             num_generations=num_generations,
             scale_rewards=self.scale_rewards,
+            aggregation=self.multi_objective_aggregation,
+        )[start : start + rows].to(device)
+        weights = self.reward_funcs[self.shaped_reward_index].params.weights
+        attributions = {
+            signal: _widen(phi, width).to(device)
+            for signal, phi in batch.policy_attributions.items()
+        }
+        return token_advantages(
+            sequence_advantages,
+            part,
+            token_credit(attributions, weights, loss_mask),
+            units,
+            last_weight=last_token_weights(attributions, weights, loss_mask),
+            reward_to_go_coef=_REWARD_TO_GO_COEF.get(config.mode, config.hybrid_coef),
         )
-        to_go = reward_to_go_advantages(unit_rewards, units, mean[local], scale[local])
-        coef = config.hybrid_coef if config.mode == "hybrid" else 1.0
-        result += coef * to_go
-        return result.to(sequence_advantages.dtype)
-
-    def _token_rewards(self, batch: ShapedBatch, loss_mask: Tensor, local: slice) -> Tensor:
-        """``B x T`` token rewards of all reward functions: the shaped one's, and the others'
-        weighted sum on each row's last loss token."""
-        rows, width = loss_mask.shape
-        device = loss_mask.device
-        weights = self.reward_weights.to(device=device, dtype=torch.float64)
-        index = self.shaped_reward_index
-        shaped = weights[index] * _widen(batch.token_rewards, width).to(device)
-        others = torch.nan_to_num(self._rewards_per_func[local].to(device).double()) * weights
-        others = others.sum(dim=1) - others[:, index]
-        positions = torch.arange(1, width + 1, device=device)
-        last = (loss_mask.long() * positions).argmax(dim=1)
-        sparse = torch.zeros(rows, width, dtype=torch.float64, device=device)
-        sparse[torch.arange(rows, device=device), last] = others
-        return shaped + sparse * loss_mask.bool()
 
     def _log_token_advantages(self, advantages: Tensor, loss_mask: Tensor, mode: str) -> None:
         mask = loss_mask.bool()

@@ -87,25 +87,24 @@ def test_training_changes_every_policy_parameter(
             assert any(len(set(row[m].tolist())) > 1 for row, m in zip(advantages, mask))
 
 
-def test_sparse_weight_mode_gives_vanilla_grpo_losses_step_for_step(
-    make_policy, policy_tokenizer, tiny_bert_reward, grpo_config, prompt_dataset
+@pytest.mark.parametrize(
+    ("mode", "level"), [("weight", "token"), ("reward_to_go", "token"), ("hybrid", "sequence")]
+)
+def test_sparse_shaping_gives_vanilla_grpo_losses_step_for_step(
+    mode, level, make_policy, policy_tokenizer, tiny_bert_reward, grpo_config, prompt_dataset
 ):
     reward = ShapedReward(tiny_bert_reward, ShapingParams({"sparse": 1.0}))
+    args = {"max_steps": 3, "importance_sampling_level": level}
     vanilla = GRPOTrainer(
         model=make_policy(),
         reward_funcs=[reward],
-        args=grpo_config(max_steps=3),
+        args=grpo_config(**args),
         train_dataset=prompt_dataset,
         processing_class=policy_tokenizer,
     )
     vanilla.train()
     shaped = shaped_trainer(
-        make_policy,
-        policy_tokenizer,
-        reward,
-        grpo_config(max_steps=3),
-        prompt_dataset,
-        mode="weight",
+        make_policy, policy_tokenizer, reward, grpo_config(**args), prompt_dataset, mode=mode
     )
     shaped.train()
 
@@ -116,8 +115,9 @@ def test_sparse_weight_mode_gives_vanilla_grpo_losses_step_for_step(
     assert all(norm > 0 for norm in history(vanilla, "grad_norm"))
     for key in ("loss", "grad_norm"):
         assert history(shaped, key) == history(vanilla, key)
-    for (name, p), q in zip(vanilla.model.named_parameters(), shaped.model.parameters()):
-        assert torch.equal(p, q), name
+    if level == "token":  # a sequence-level ratio may round differently (see the trainer's doc)
+        for (name, p), q in zip(vanilla.model.named_parameters(), shaped.model.parameters()):
+            assert torch.equal(p, q), name
 
 
 def test_each_token_advantage_reaches_the_loss(
@@ -177,8 +177,6 @@ def test_rows_stay_aligned_through_shuffling_accumulation_padding_and_truncation
         completion = policy_tokenizer.decode(ids[row, : lengths[row]], skip_special_tokens=True)
         text = tiny_bert_reward.tokenizer(prompt + completion, return_tensors="pt")
         expected = tiny_bert_reward(text["input_ids"], text["attention_mask"]).double()
-        if not completion.strip():  # an empty completion scores 0
-            expected = torch.zeros(1, dtype=torch.float64)
         torch.testing.assert_close(reward.last.scores[row : row + 1], expected)
     # Weight mode keeps each row's mean token advantage at its GRPO advantage; truncated rows
     # and padding get 0.
@@ -200,19 +198,112 @@ def test_rows_stay_aligned_through_shuffling_accumulation_padding_and_truncation
     assert seen == ids.shape[0] and len(micro_batches) == 2
 
 
-def test_reward_to_go_with_grpo_loss_warns(
-    make_policy, policy_tokenizer, tiny_bert_reward, grpo_config, prompt_dataset
+@pytest.mark.parametrize(
+    ("aggregation", "scale_rewards"),
+    [
+        ("sum_then_normalize", "group"),
+        ("sum_then_normalize", "batch"),
+        ("sum_then_normalize", "none"),
+        ("normalize_then_sum", "group"),
+    ],
+)
+def test_sparse_shaping_gives_grpo_advantages_in_every_mode(
+    aggregation,
+    scale_rewards,
+    make_policy,
+    policy_tokenizer,
+    tiny_bert_reward,
+    grpo_config,
+    prompt_dataset,
 ):
     reward = ShapedReward(tiny_bert_reward, ShapingParams({"sparse": 1.0}))
-    with pytest.warns(UserWarning, match="dapo"):
-        shaped_trainer(
-            make_policy,
-            policy_tokenizer,
-            reward,
-            grpo_config(loss_type="grpo"),
-            prompt_dataset,
-            mode="reward_to_go",
+
+    def length(completions, **kwargs):  # a second reward function, sparse by nature
+        return [float(len(c)) / 10 for c in completions]
+
+    trainer = shaped_trainer(
+        make_policy,
+        policy_tokenizer,
+        [reward, length],
+        grpo_config(scale_rewards=scale_rewards, multi_objective_aggregation=aggregation),
+        prompt_dataset,
+    )
+    trainer.model.train()
+    sequence = record(trainer, "_token_advantages")
+    for mode in ("weight", "reward_to_go", "hybrid"):
+        trainer.shaping_config = TokenShapeConfig(mode=mode, hybrid_coef=0.3)
+        output = trainer._generate_and_score_completions(
+            [{"prompt": prompt} for prompt in PROMPTS for _ in range(2)]
         )
+        grpo = sequence[-1][0][0]
+        mask = output["completion_mask"].bool()
+        assert grpo.abs().sum() > 0
+        expected = grpo.unsqueeze(1).expand_as(output["advantages"])
+        assert torch.equal(output["advantages"][mask], expected[mask]), mode
+
+
+class ShiftedReward:
+    """A reward function plus a constant that can be changed between calls. The tiny reward
+    model's scores are stretched 1000 times so that TRL's float32 rewards resolve their spread
+    next to the constant."""
+
+    def __init__(self, reward, offset=0.0):
+        self.reward, self.offset = reward, offset
+        self.tokenizer, self.__name__ = reward.tokenizer, "shifted"
+
+    def __call__(self, input_ids, attention_mask):
+        return 1000 * self.reward(input_ids, attention_mask) + self.offset
+
+
+@pytest.mark.parametrize("mode", ["weight", "reward_to_go", "hybrid"])
+def test_a_constant_added_to_the_reward_model_changes_no_token_advantage(
+    mode, make_policy, policy_tokenizer, tiny_bert_reward, grpo_config, prompt_dataset
+):
+    shifted = ShiftedReward(tiny_bert_reward)
+    reward = ShapedReward(shifted, ShapingParams({"occlusion": 0.7, "sparse": 0.3}))
+    trainer = shaped_trainer(
+        make_policy, policy_tokenizer, reward, grpo_config(), prompt_dataset, mode=mode
+    )
+    trainer.model.train()
+    inputs = [{"prompt": prompt} for prompt in PROMPTS for _ in range(2)]
+    outputs, scores = [], []
+    for offset in (0.0, -5.0):
+        shifted.offset = offset
+        torch.manual_seed(0)  # the same completions for both offsets
+        outputs.append(trainer._generate_and_score_completions(inputs))
+        scores.append(reward.last.scores.clone())
+    assert torch.equal(outputs[0]["completion_ids"], outputs[1]["completion_ids"])
+    torch.testing.assert_close(scores[1], scores[0] - 5.0)
+    changing = outputs[0]["advantages"][outputs[0]["completion_mask"].bool()]
+    assert changing.abs().max() > 0.1
+    # Equal up to TRL's float32 rewards (the offset costs them about 1e-5 of the group's spread).
+    torch.testing.assert_close(
+        outputs[1]["advantages"], outputs[0]["advantages"], atol=1e-3, rtol=0
+    )
+
+
+def test_the_tool_mask_reaches_the_reward_functions(
+    make_policy, policy_tokenizer, tiny_bert_reward, grpo_config, prompt_dataset, monkeypatch
+):
+    received = []
+
+    def spy(completions, tool_mask=None, **kwargs):
+        received.append(tool_mask)
+        return [0.0] * len(completions)
+
+    reward = ShapedReward(tiny_bert_reward, ShapingParams({"sparse": 1.0}))
+    trainer = shaped_trainer(
+        make_policy, policy_tokenizer, [reward, spy], grpo_config(), prompt_dataset
+    )
+    ids = [policy_tokenizer(text, add_special_tokens=False)["input_ids"] for text in ("a", "b")]
+    masks = [[1] * len(row) for row in ids]
+    generated = ([[1]] * 2, ids, masks, ["a", "b"], None, {}, None, [])
+    monkeypatch.setattr(GRPOTrainer, "_generate", lambda self, prompts: generated)
+    assert trainer._generate(["p", "q"]) is generated
+    trainer._calculate_rewards([{"prompt": "p"}, {"prompt": "q"}], ["p", "q"], ["a", "b"], ids)
+    assert received == [masks]
+    trainer._calculate_rewards([{"prompt": "p"}, {"prompt": "q"}], ["p", "q"], ["a", "b"], ids)
+    assert received[-1] is None  # a mask serves the batch it came with only
 
 
 def test_the_shaped_reward_must_be_found(
