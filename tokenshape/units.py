@@ -25,7 +25,7 @@ UNITS = ("token", "word", "sentence")
 #: (punctuation, an emoji with its modifiers).
 _CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
 _WORD = re.compile(
-    rf"[{_CJK}]|[^\W{_CJK}]+|[^\w\s](?:[\u200d\ufe0f\U0001f3fb-\U0001f3ff][^\w\s]?)*"
+    rf"[{_CJK}]|[^\W{_CJK}]+|[^\w\s](?:[\ufe0f\U0001f3fb-\U0001f3ff]|\u200d[^\w\s])*"
 )
 #: Where a sentence ends: a run of newlines, a CJK terminator, or ``.!?`` (closing quotes and
 #: brackets included) followed by whitespace or the end of the text.
