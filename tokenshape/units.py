@@ -21,8 +21,8 @@ __all__ = ["UNITS", "token_char_spans", "unit_index"]
 #: (chat turns, spans).
 UNITS = ("token", "word", "sentence")
 
-#: A word is a run of letters and digits, one Chinese or Japanese character, or one other visible character
-#: (punctuation, an emoji with its modifiers).
+#: A word is a run of letters and digits, one Chinese or Japanese character, or one other visible
+#: character (punctuation, an emoji with its modifiers).
 _CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
 _WORD = re.compile(
     rf"[{_CJK}]|[^\W{_CJK}]+|[^\w\s](?:[\ufe0f\U0001f3fb-\U0001f3ff]|\u200d[^\w\s])*"
@@ -109,7 +109,7 @@ def _sentence_bounds(text: str) -> list[tuple[int, int]]:
         if (
             match.group()[0] == "."
             and not ends_text
-            and _ABBREVIATION.search(text[: match.start()])
+            and _ABBREVIATION.search(text[max(0, match.start() - 2) : match.start()])
         ):
             continue
         bounds.append((start, match.end()))
