@@ -275,6 +275,13 @@ def test_token_char_spans_skip_special_tokens(byte_tokenizer):
     text, spans = token_char_spans(byte_tokenizer, [*ids, eos, eos], skip_special_tokens=True)
     assert text == " great movie"
     assert spans[-2:] == [(len(text), len(text))] * 2
+    # An added special token outside all_special_ids is skipped as decode skips it.
+    added = byte_tokenizer.convert_tokens_to_ids("<jupyter_start>")
+    assert added not in byte_tokenizer.all_special_ids
+    text, spans = token_char_spans(
+        byte_tokenizer, [ids[0], added, *ids[1:]], skip_special_tokens=True
+    )
+    assert text == " great movie" and spans[1] == (spans[0][1], spans[0][1])
 
 
 def test_token_char_spans_refuse_pieces_that_do_not_add_up():

@@ -176,7 +176,7 @@ def _policy_spans(policy_tokenizer, text: str, policy_ids: list[int], row: int) 
     encoded, spans = token_spans(policy_tokenizer, text, name="policy_tokenizer")
     if encoded == content:
         return spans
-    decoded, spans = token_char_spans(policy_tokenizer, content)
+    decoded, spans = token_char_spans(policy_tokenizer, content, skip_special_tokens=True)
     if decoded != text:
         raise InvalidArgumentError(
             f"texts[{row}]",

@@ -50,8 +50,8 @@ def token_char_spans(
     Args:
         tokenizer: a Hugging Face tokenizer.
         token_ids: the ``T`` token ids, in order.
-        skip_special_tokens: leave the tokenizer's special tokens out of the text (each gets an
-            empty span where it stands), as ``decode(..., skip_special_tokens=True)`` does.
+        skip_special_tokens: decode with ``skip_special_tokens=True``: the tokens the tokenizer
+            skips (special and added special tokens) get an empty span where they stand.
 
     Returns:
         (text, spans): the decoded text (``tokenizer.decode`` of the tokens, without clean-up of
@@ -60,42 +60,37 @@ def token_char_spans(
     Raises:
         TokenShapeError: the pieces do not add up to the decoding of the whole sequence.
     """
-    special = set(tokenizer.all_special_ids) if skip_special_tokens else set()
     ids = [int(token) for token in token_ids]
-    kept = [i for i, token in enumerate(ids) if token not in special]
-    content = [ids[i] for i in kept]
 
     def decode(tokens: list[int]) -> str:
-        return tokenizer.decode(tokens, clean_up_tokenization_spaces=False) if tokens else ""
+        if not tokens:
+            return ""
+        return tokenizer.decode(
+            tokens, skip_special_tokens=skip_special_tokens, clean_up_tokenization_spaces=False
+        )
 
     spans = [(0, 0)] * len(ids)
     pieces: list[str] = []
     length = 0
-    context, read = 0, 0  # content[context:read] is the piece before; content[read:] is pending
-    for position in range(len(content)):
-        before = decode(content[context:read])
-        after = decode(content[context : position + 1])
-        last = position == len(content) - 1
+    context, read = 0, 0  # ids[context:read] is the piece before; ids[read:] is pending
+    for position in range(len(ids)):
+        before = decode(ids[context:read])
+        after = decode(ids[context : position + 1])
+        last = position == len(ids) - 1
         if not last and (after.endswith("\ufffd") or not after.startswith(before)):
             continue  # a character still incomplete: the next token completes it
         piece = after[len(before) :]
         for pending in range(read, position):
-            spans[kept[pending]] = (length, length)
-        spans[kept[position]] = (length, length + len(piece))
+            spans[pending] = (length, length)
+        spans[position] = (length, length + len(piece))
         pieces.append(piece)
         length += len(piece)
         context, read = read, position + 1
-    position = length
-    for i, token in enumerate(ids):  # special tokens: an empty span where they stand
-        if token in special:
-            spans[i] = (position, position)
-        else:
-            position = spans[i][1]
     text = "".join(pieces)
-    if text != decode(content):
+    if text != decode(ids):
         raise TokenShapeError(
             f"{type(tokenizer).__name__} decodes tokens one piece at a time to {text[:60]!r} "
-            f"but the whole sequence to {decode(content)[:60]!r}: token spans need a tokenizer "
+            f"but the whole sequence to {decode(ids)[:60]!r}: token spans need a tokenizer "
             "whose decoding of a sequence is the concatenation of its pieces"
         )
     return text, spans
