@@ -182,9 +182,7 @@ def test_a_linear_game_is_recovered_at_budget_two_m():
 
 
 @pytest.mark.parametrize("n_units,budget", [(12, 10), (40, 50), (64, 100)])
-def test_underdetermined_budget_gives_the_efficient_fit_closest_to_the_equal_split(
-    n_units, budget
-):
+def test_underdetermined_budget_gives_the_efficient_fit_closest_to_the_equal_split(n_units, budget):
     # Below 2M rows the samples do not fix phi; the method returns, among efficient phi that fit
     # the samples best, the one with the smallest distance to gap / M: check with SVD least squares.
     plan, beta, phi = _solve_linear(n_units, budget)
