@@ -196,13 +196,15 @@ def _additive_attribution(
     def reward(input_ids: Tensor, attention_mask: Tensor) -> Tensor:
         return (weights[input_ids] * attention_mask).sum(dim=1)
 
+    # Without a tokenizer, attribute keeps special tokens the mask marks as players.
     return attribute(
         reward,
         encoded["input_ids"],
         encoded["attention_mask"],
         response_mask,
         method="occlusion",
-        tokenizer=rm_tokenizer,
+        masking=rm_tokenizer.mask_token_id,
+        tokenizer=None if closing_sep else rm_tokenizer,
     )
 
 
@@ -353,3 +355,30 @@ def test_align_scores_rejects_bad_arguments(scores, rm_spans, policy_spans, name
     with pytest.raises(InvalidArgumentError) as error:
         align_scores(scores, rm_spans, policy_spans)
     assert error.value.name == named
+
+
+def test_an_emoji_the_reward_model_reads_as_unknown_aligns(rm_tokenizer, policy_tokenizer):
+    # MiniLM reads the emoji and the CJK characters it lacks as [UNK]: real response tokens.
+    texts = [" Great 😀 movie, loved it!", " 我喜欢这部电影 👍🏽 great"]
+    attribution = _additive_attribution(rm_tokenizer, texts)
+    for row, text in enumerate(texts):
+        ids = attribution.input_ids[row][attribution.response_mask[row]].tolist()
+        assert rm_tokenizer.unk_token_id in ids
+    policy_ids = [policy_tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+    aligned = align_to_policy(
+        attribution,
+        texts,
+        policy_ids,
+        rm_tokenizer=rm_tokenizer,
+        policy_tokenizer=policy_tokenizer,
+    )
+    for row, text in enumerate(texts):
+        total = float(attribution.unit_scores[row].sum())
+        assert float(aligned[row].sum()) == pytest.approx(total, rel=1e-12, abs=1e-12)
+        # The [UNK]'s score lands on the policy's byte pieces of the emoji.
+        _, rm_spans = token_spans(rm_tokenizer, text)
+        ids = attribution.input_ids[row][attribution.response_mask[row]].tolist()
+        unk = ids.index(rm_tokenizer.unk_token_id)
+        _, policy_spans = token_spans(policy_tokenizer, text)
+        receivers = [j for j, span in enumerate(policy_spans) if _overlap(span, rm_spans[unk])]
+        assert receivers and bool((aligned[row][receivers] != 0).all())

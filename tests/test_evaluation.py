@@ -112,3 +112,48 @@ def test_bad_output_names_the_reward_function():
     ):
         evaluator.evaluate(6, 2, _Rows(6, 2).build)
     assert evaluator.rows == 3  # the first chunk was fine
+
+
+def test_the_cache_is_emptied_after_the_out_of_memory_handler(monkeypatch):
+    # Inside the except block the traceback still holds the failed forward's tensors.
+    import sys
+
+    states = []
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: states.append(sys.exc_info()[0]))
+
+    def fussy(input_ids, attention_mask):
+        if input_ids.shape[0] > 2:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+        return _first_column(input_ids, attention_mask)
+
+    values = ChunkedEvaluator(fussy, max_rows=8).evaluate(4, 2, _Rows(4, 2).build)
+    torch.testing.assert_close(values, torch.arange(4, dtype=torch.float64) * 0.5)
+    assert states == [None]
+
+
+def test_attention_halves_its_chunk_on_out_of_memory(games, additive_game):
+    import tokenshape
+
+    seen = []
+
+    class Fussy:
+        def __call__(self, input_ids, attention_mask):
+            return additive_game(input_ids, attention_mask)
+
+        def scoring_attention(self, input_ids, attention_mask):
+            seen.append(input_ids.shape[0])
+            if input_ids.shape[0] > 1:
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+            return additive_game.scoring_attention(input_ids, attention_mask)
+
+    rows = [([2, 3], [5, 6]), ([2], [7, 8, 9]), ([4], [10])]
+    ids, attention, response_mask = games.make_batch(rows)
+    result = tokenshape.attribute(
+        Fussy(), ids, attention, response_mask, method="attention", max_rows=4
+    )
+    reference = tokenshape.attribute(
+        additive_game, ids, attention, response_mask, method="attention"
+    )
+    assert seen == [3, 1, 1, 1]
+    torch.testing.assert_close(result.scores, reference.scores)
+    assert result.total_rows == 3

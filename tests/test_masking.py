@@ -14,10 +14,10 @@ from tokenshape.masking import Masking, is_left_padded, resolve_masking
 CLS, SEP, PAD = 101, 102, 0
 
 
-def _tokenizer(**ids):
-    names = {f"{name}_token_id": None for name in ("mask", "unk", "pad")}
+def _tokenizer(special=(), **ids):
+    names = {f"{name}_token_id": None for name in ("mask", "unk", "pad", "eos", "bos")}
     names.update({f"{name}_token_id": value for name, value in ids.items()})
-    return SimpleNamespace(**names)
+    return SimpleNamespace(all_special_ids=list(special), **names)
 
 
 def test_resolve_with_the_minilm_tokenizer(minilm_tokenizer):
@@ -32,19 +32,47 @@ def test_resolve_with_the_minilm_tokenizer(minilm_tokenizer):
 @pytest.mark.parametrize(
     "ids,expected",
     [
-        ({"mask": 4, "unk": 3, "pad": 0}, 4),
-        ({"unk": 3, "pad": 0}, 3),
-        ({"unk": 0, "pad": 0, "mask": 0}, 0),  # only the pad token: taken all the same
-        ({"pad": 5}, 5),
-        ({"mask": 0, "unk": 9, "pad": 0}, 9),
-    ],  # the mask token is the pad token: skipped
+        ({"mask": 4, "unk": 3, "pad": 0}, ("mask", 4)),
+        ({"unk": 3, "pad": 0}, ("unk", 3)),
+        ({"mask": 0, "unk": 9, "pad": 0}, ("unk", 9)),  # the mask token is the pad token
+        ({"unk": 2, "eos": 2, "pad": 2, "bos": 1}, ("bos", 1)),  # Llama-3 style, pad = eos
+        ({"eos": 7, "pad": 6, "special": [6, 7, 8]}, ("eos", 7)),  # Qwen2-Instruct style
+        ({"eos": 6, "pad": 6, "special": [6, 7, 8]}, ("special", 7)),  # Qwen2 base style
+    ],
 )
-def test_auto_prefers_a_token_other_than_pad(ids, expected):
-    assert resolve_masking("auto", _tokenizer(**ids)).token_id == expected
+def test_auto_picks_a_token_other_than_pad(ids, expected):
+    masking = resolve_masking("auto", _tokenizer(**ids))
+    assert (masking.token_name, masking.token_id) == expected
+
+
+def test_auto_never_picks_a_token_the_model_reads_as_padding():
+    # The model's own pad token (config.pad_token_id) counts, not only the tokenizer's.
+    tokenizer = _tokenizer(unk=3, eos=5, pad=None)
+    assert resolve_masking("auto", tokenizer).token_id == 3
+    assert resolve_masking("auto", tokenizer, padding_ids={3}).token_id == 5
+    with pytest.raises(InvalidArgumentError, match=r"unk token 3.*not read as padding"):
+        resolve_masking("unk", tokenizer, padding_ids={3})
+    with pytest.raises(InvalidArgumentError, match=r"id token 5.*not read as padding"):
+        resolve_masking(5, tokenizer, padding_ids={5})
+
+
+def test_auto_raises_naming_the_choices_when_every_token_is_padding():
+    # GPT-2 style: pad = unk = eos = bos.
+    gpt2 = _tokenizer(unk=9, eos=9, bos=9, pad=9, special=[9])
+    with pytest.raises(InvalidArgumentError, match=r"masking='remove'.*token id|remove.*id of a"):
+        resolve_masking("auto", gpt2)
+    assert resolve_masking("remove", gpt2) == Masking(remove=True, pad_id=9)
+
+
+def test_numpy_integer_masking_is_a_token_id():
+    np = pytest.importorskip("numpy")
+    assert resolve_masking(np.int64(7), None) == Masking(remove=False, token_id=7)
+    with pytest.raises(InvalidArgumentError, match="masking"):
+        resolve_masking(np.int64(-1), None)
 
 
 def test_resolve_errors():
-    with pytest.raises(InvalidArgumentError, match=r"masking='auto'.*mask, unk or pad"):
+    with pytest.raises(InvalidArgumentError, match=r"masking='auto'.*does not read as padding"):
         resolve_masking("auto", _tokenizer())
     with pytest.raises(InvalidArgumentError, match=r"masking='mask'.*no mask token"):
         resolve_masking("mask", _tokenizer(pad=0))
@@ -84,6 +112,7 @@ def test_removal_right_padding_exact_ids():
 
 
 def test_removal_left_padding_exact_ids():
+    # Left-padded rows keep the batch's width: each kept token keeps its distance to the end.
     ids = torch.tensor([[CLS, 2, 3, 10, 11, 12, 13, SEP], [PAD, PAD, PAD, CLS, 2, 20, 21, SEP]])
     attention = (ids != PAD).long()
     keep = torch.ones_like(ids, dtype=torch.bool)
@@ -91,8 +120,11 @@ def test_removal_left_padding_exact_ids():
     keep[1, 5] = False
     assert is_left_padded(attention)
     out_ids, out_attention = Masking(remove=True, pad_id=PAD).apply(ids, attention, keep)
-    assert out_ids.tolist() == [[CLS, 2, 3, 10, 12, SEP], [PAD, PAD, CLS, 2, 21, SEP]]
-    assert out_attention.tolist() == [[1, 1, 1, 1, 1, 1], [0, 0, 1, 1, 1, 1]]
+    assert out_ids.tolist() == [
+        [PAD, PAD, CLS, 2, 3, 10, 12, SEP],
+        [PAD, PAD, PAD, PAD, CLS, 2, 21, SEP],
+    ]
+    assert out_attention.tolist() == [[0, 0, 1, 1, 1, 1, 1, 1], [0, 0, 0, 0, 1, 1, 1, 1]]
 
 
 def test_removal_writes_the_pad_token_into_vacated_slots():
@@ -113,7 +145,7 @@ def test_removal_follows_the_given_padding_side():
     left, left_attention = Masking(remove=True, pad_id=PAD).apply(
         ids, attention, keep, left_padded=True
     )
-    assert left.tolist() == [[PAD, PAD, CLS, 12, SEP], [CLS, 13, 14, 15, SEP]]
+    assert left.tolist() == [[PAD, PAD, CLS, 12, SEP], [CLS, 13, 14, 15, SEP]]  # full width
     assert left_attention.tolist() == [[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]]
     right, _ = Masking(remove=True, pad_id=PAD).apply(ids, attention, keep, left_padded=False)
     assert right.tolist() == [[CLS, 12, SEP, PAD, PAD], [CLS, 13, 14, 15, SEP]]

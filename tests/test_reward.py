@@ -224,3 +224,54 @@ def test_values_with_an_autograd_graph_are_detached(games):
     )
     assert not result.scores.requires_grad and not result.full_value.requires_grad
     torch.testing.assert_close(result.unit_scores[0], torch.full((3,), 2.0, dtype=torch.float64))
+
+
+class _FixedLogits(torch.nn.Module):
+    """A classifier whose logits are fixed, in a given dtype."""
+
+    def __init__(self, logits: torch.Tensor) -> None:
+        super().__init__()
+        self.config = type("Config", (), {"num_labels": logits.shape[1], "pad_token_id": None})()
+        self.logits = logits
+        self.weight = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, input_ids, attention_mask):
+        return type("Output", (), {"logits": self.logits})()
+
+
+def test_half_precision_logits_are_converted_before_the_difference():
+    # bf16 3.0 - 0.92578125 = 2.07421875 exactly in float32, but 2.078125 rounded in bf16.
+    logits = torch.tensor([[0.92578125, 3.0]], dtype=torch.bfloat16)
+    reward = SequenceClassifierReward(_FixedLogits(logits), label=1, minus_label=0)
+    value = reward(torch.zeros(1, 2, dtype=torch.long), torch.ones(1, 2, dtype=torch.long))
+    assert value.dtype == torch.float32
+    assert float(value[0]) == 2.07421875
+    assert float(logits[0, 1] - logits[0, 0]) == 2.078125  # what subtracting first would give
+
+
+def test_scoring_positions_follow_the_decoder_rule():
+    from tokenshape.reward import scoring_positions
+
+    pad = 2
+    ids = torch.tensor(
+        [
+            [5, 6, 7, pad],  # right padded, or ending with eos when pad = eos: read at 2
+            [pad, pad, 5, 6],  # left padded: read at the last column
+            [5, pad, 6, pad],  # a pad id inside the row counts as padding too
+            [pad, pad, pad, pad],
+        ]
+    )
+    assert scoring_positions(ids, position="last", pad_token_id=pad).tolist() == [2, 3, 2, 0]
+    assert scoring_positions(ids, position="last").tolist() == [3, 3, 3, 3]
+    assert scoring_positions(ids, position="first", pad_token_id=pad).tolist() == [0, 0, 0, 0]
+
+
+def test_padding_token_ids_are_the_decoder_models_pad(tiny_bert):
+    assert SequenceClassifierReward(tiny_bert).padding_token_ids == frozenset()  # reads [CLS]
+
+    class Decoderish(torch.nn.Module):
+        config = type("Config", (), {"num_labels": 1, "pad_token_id": 7})()
+        score = torch.nn.Linear(2, 1)
+
+    reward = SequenceClassifierReward(Decoderish())
+    assert reward.pad_token_id == 7 and reward.padding_token_ids == frozenset({7})

@@ -194,3 +194,134 @@ def test_explicit_units_with_no_player_in_a_row(games):
             unit=torch.full_like(ids, -1),
             masking=games.MASK_ID,
         )
+
+
+# ----------------------------------------------------------------------------------------------
+# Byte-level BPE (the real SmolLM2 tokenizer), multilingual text and emoji
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def byte_tokenizer():
+    from tokenshape.models.policy import smollm2_tokenizer
+
+    return smollm2_tokenizer()
+
+
+def _units(tokenizer, text: str, unit: str) -> list[str]:
+    """The text of each unit of ``text`` as a whole response."""
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    index, _ = unit_index(
+        unit, torch.tensor([ids]), torch.ones(1, len(ids), dtype=torch.bool), tokenizer=tokenizer
+    )
+    groups: dict[int, list[int]] = {}
+    for token, number in zip(ids, index[0].tolist()):
+        groups.setdefault(number, []).append(token)
+    return [tokenizer.decode(groups[n]) for n in sorted(groups)]
+
+
+def _prefix_spans(tokenizer, ids: list[int]) -> list[tuple[int, int]]:
+    """The reference: decode every prefix; a token that leaves its character incomplete
+    (the prefix ends in U+FFFD) gets an empty span where the character starts."""
+    spans, previous = [], 0
+    for end in range(1, len(ids) + 1):
+        text = tokenizer.decode(ids[:end], clean_up_tokenization_spaces=False)
+        if text.endswith("\ufffd"):
+            spans.append((previous, previous))
+            continue
+        spans.append((previous, len(text)))
+        previous = len(text)
+    return spans
+
+
+MULTILINGUAL = [
+    "我喜欢这部电影，非常好看。演员也很棒！",
+    " Great 😀 movie, loved it! 👍🏽 Ça m'a plu.",
+    "Tab\there,  two  spaces\n\nand newlines.",
+    "素晴らしい映画でした。또 보고 싶어요!",
+]
+
+
+@pytest.mark.parametrize("text", MULTILINGUAL)
+def test_token_char_spans_match_prefix_decoding(byte_tokenizer, minilm_tokenizer, text):
+    for tokenizer in (byte_tokenizer, minilm_tokenizer):
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        decoded, spans = token_char_spans(tokenizer, ids)
+        assert decoded == tokenizer.decode(ids, clean_up_tokenization_spaces=False)
+        assert spans == _prefix_spans(tokenizer, ids)
+
+
+def test_token_char_spans_decode_a_bounded_window_per_token(byte_tokenizer):
+    # Linear: each token is decoded with the piece before it, never with the whole prefix.
+    ids = byte_tokenizer(" ".join(MULTILINGUAL * 8), add_special_tokens=False)["input_ids"]
+    decoded_tokens = []
+
+    class Counting:
+        all_special_ids = byte_tokenizer.all_special_ids
+
+        def decode(self, tokens, **options):
+            decoded_tokens.append(len(tokens))
+            return byte_tokenizer.decode(tokens, **options)
+
+    text, _ = token_char_spans(Counting(), ids)
+    assert text == byte_tokenizer.decode(ids)
+    assert max(decoded_tokens[:-1]) <= 12  # the last call checks the whole text once
+    assert sum(decoded_tokens) <= 12 * len(ids) + len(ids)
+
+
+def test_token_char_spans_skip_special_tokens(byte_tokenizer):
+    ids = byte_tokenizer(" great movie", add_special_tokens=False)["input_ids"]
+    eos = byte_tokenizer.eos_token_id
+    text, spans = token_char_spans(byte_tokenizer, [*ids, eos, eos], skip_special_tokens=True)
+    assert text == " great movie"
+    assert spans[-2:] == [(len(text), len(text))] * 2
+    # An added special token outside all_special_ids is skipped as decode skips it.
+    added = byte_tokenizer.convert_tokens_to_ids("<jupyter_start>")
+    assert added not in byte_tokenizer.all_special_ids
+    text, spans = token_char_spans(
+        byte_tokenizer, [ids[0], added, *ids[1:]], skip_special_tokens=True
+    )
+    assert text == " great movie" and spans[1] == (spans[0][1], spans[0][1])
+
+
+def test_token_char_spans_refuse_pieces_that_do_not_add_up():
+    class Rewriting:  # a decoder that rewrites long texts as a whole
+        all_special_ids = ()
+
+        def decode(self, tokens, **options):
+            return "-".join(str(t) for t in tokens) if len(tokens) < 3 else "rewritten"
+
+    with pytest.raises(tokenshape.TokenShapeError, match="concatenation of its pieces"):
+        token_char_spans(Rewriting(), [1, 2, 3])
+
+
+@pytest.mark.parametrize(
+    "text,unit,expected",
+    [
+        ("我喜欢这部电影，好看。", "word", list("我喜欢这部电影，好看。")),
+        (
+            "我喜欢这部电影，非常好看。演员也很棒！",
+            "sentence",
+            ["我喜欢这部电影，非常好看。", "演员也很棒！"],
+        ),
+        (" Great 😀 movie 👍🏽!", "word", [" Great", " 😀", " movie", " 👍🏽", "!"]),
+        ("tab\there", "word", ["tab\t", "here"]),
+        ("First one.\n\n\nSecond one.", "sentence", ["First one.\n\n\n", "Second one."]),
+        ("See e.g. U.S.A. here. Next!", "sentence", ["See e.g. U.S.A. here.", " Next!"]),
+        ("Plan it... Then go?! Yes", "sentence", ["Plan it...", " Then go?!", " Yes"]),
+    ],
+)
+def test_units_of_byte_level_text(byte_tokenizer, text, unit, expected):
+    assert _units(byte_tokenizer, text, unit) == expected
+
+
+def test_units_of_wordpiece_text_with_unknown_characters(minilm_tokenizer):
+    # MiniLM reads the emoji as [UNK], which is a word of its own; "e. g." stays one sentence.
+    text = "great 😀 movie, e.g. the end. bad!"
+    assert _units(minilm_tokenizer, text, "word") == [
+        "great", "[UNK]", "movie", ",", "e", ".", "g", ".", "the", "end", ".", "bad", "!"
+    ]  # fmt: skip
+    assert _units(minilm_tokenizer, text, "sentence") == [
+        "great [UNK] movie, e. g. the end.",
+        "bad!",
+    ]

@@ -136,27 +136,31 @@ def _ids(values) -> list[int]:
 
 
 def _rm_spans(rm_tokenizer, text: str, rm_ids: list[int], row: int) -> list[Span]:
-    """Spans of the reward model's response tokens in ``text``; special tokens get an empty span
-    where they stand, so their score goes to the nearest policy token."""
+    """Spans of the reward model's response tokens in ``text``.
+
+    The tokens are matched in order with the tokenization of ``text``, unknown tokens (an emoji
+    read as ``[UNK]``) included; a special token that the text does not hold (an end-of-sequence
+    token in the response mask) gets an empty span where it stands, so its score goes to the
+    nearest policy token.
+    """
     special = set(rm_tokenizer.all_special_ids)
-    content = [token for token in rm_ids if token not in special]
     encoded, spans = token_spans(rm_tokenizer, text, name="rm_tokenizer")
-    if encoded[: len(content)] != content:
-        raise InvalidArgumentError(
-            f"texts[{row}]",
-            text,
-            f"the response text the reward model read: its rm_tokenizer tokens must be the "
-            f"attribution's response tokens of row {row} (or start with them, when the reward "
-            "model truncated the text)",
-        )
-    out, position, used = [], 0, iter(spans)
+    out, position, used = [], 0, 0
     for token in rm_ids:
-        if token in special:
+        if used < len(encoded) and encoded[used] == token:
+            out.append(spans[used])
+            position = spans[used][1]
+            used += 1
+        elif token in special:
             out.append((position, position))
         else:
-            span = next(used)
-            out.append(span)
-            position = span[1]
+            raise InvalidArgumentError(
+                f"texts[{row}]",
+                text,
+                f"the response text the reward model read: its rm_tokenizer tokens must be the "
+                f"attribution's response tokens of row {row} (or start with them, when the "
+                "reward model truncated the text)",
+            )
     return out
 
 
@@ -172,7 +176,7 @@ def _policy_spans(policy_tokenizer, text: str, policy_ids: list[int], row: int) 
     encoded, spans = token_spans(policy_tokenizer, text, name="policy_tokenizer")
     if encoded == content:
         return spans
-    decoded, spans = token_char_spans(policy_tokenizer, content)
+    decoded, spans = token_char_spans(policy_tokenizer, content, skip_special_tokens=True)
     if decoded != text:
         raise InvalidArgumentError(
             f"texts[{row}]",

@@ -10,7 +10,7 @@ from torch import Tensor
 
 from tokenshape.errors import InvalidArgumentError
 
-__all__ = ["EncodedPairs", "encode_pairs"]
+__all__ = ["EncodedPairs", "encode_pairs", "tokens_ending_in"]
 
 
 @dataclass
@@ -35,6 +35,27 @@ class EncodedPairs:
     response_starts: list[int]
 
 
+def tokens_ending_in(offsets: Tensor, start: int | Tensor, end: int | None = None) -> Tensor:
+    """Which tokens belong to the text between characters ``start`` and ``end``.
+
+    A token belongs to the part of a text where its last character lies. A byte-level BPE token
+    that starts in the prompt's trailing space (``"Review: "`` + ``"Great"`` gives ``"ĠGreat"``)
+    thus belongs to the response, whose first word it carries; hiding it hides that space too.
+
+    Args:
+        offsets: ``... x 2`` character spans of tokens (``end > start`` for tokens with text).
+        start: the first character of the part (or a ``B x 1`` tensor of them for ``B x L``
+            offsets).
+        end: one past its last character (None: the end of the text).
+
+    Returns:
+        ``...`` bool, True on the tokens with text whose last character is in ``[start, end)``.
+    """
+    last = offsets[..., 1] - 1
+    inside = (offsets[..., 1] > offsets[..., 0]) & (last >= start)
+    return inside if end is None else inside & (last < end)
+
+
 def encode_pairs(
     tokenizer,
     prompts: Sequence[str],
@@ -45,8 +66,8 @@ def encode_pairs(
 ) -> EncodedPairs:
     """Tokenise ``prompt + separator + response`` and mark the response's tokens.
 
-    A token belongs to the response when its first character is at or after the response's
-    start; special tokens never do. Truncation (``max_length``) cuts the end of the text.
+    A token belongs to the response when its last character is in it
+    (:func:`tokens_ending_in`); special tokens never do. Truncation (``max_length``) cuts the end of the text.
 
     Args:
         tokenizer: a fast Hugging Face tokenizer (it must return offsets).
@@ -83,8 +104,7 @@ def encode_pairs(
     offsets = batch["offset_mapping"].long()
     start_of = torch.tensor(starts, dtype=torch.long)[:, None]
     is_text = (batch["special_tokens_mask"] == 0) & (batch["attention_mask"] == 1)
-    is_text &= offsets[..., 1] > offsets[..., 0]
-    response_mask = is_text & (offsets[..., 0] >= start_of)
+    response_mask = is_text & tokens_ending_in(offsets, start_of)
     return EncodedPairs(
         input_ids=batch["input_ids"],
         attention_mask=batch["attention_mask"],

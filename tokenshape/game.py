@@ -105,10 +105,11 @@ class RewardGame:
     def _evaluation_order(self, keep_units: Tensor, owner: Tensor) -> Tensor:
         """The order rows are evaluated in: ``R`` long.
 
-        With removal, rows sorted by their kept length, so each chunk holds rows of similar
-        length and is trimmed to little more than its own width; with replacement, as given.
+        With removal from right-padded rows, rows sorted by their kept length, so each chunk
+        holds rows of similar length and is trimmed to little more than its own width; otherwise
+        (replacement, or left-padded rows, which keep the batch's width) as given.
         """
-        if not self.masking.remove:
+        if not self.masking.remove or self.left_padded:
             return torch.arange(owner.numel(), device=owner.device)
         units = self.unit_index[owner]
         kept = keep_units.gather(1, units.clamp(min=0)) | (units < 0)

@@ -28,6 +28,7 @@ __all__ = [
     "SequenceClassifierReward",
     "StringScorerReward",
     "check_reward_output",
+    "scoring_positions",
 ]
 
 
@@ -74,6 +75,33 @@ def check_reward_output(values: object, n_rows: int, *, name: str = "reward_fn")
     return values.detach().to(torch.float64)
 
 
+def scoring_positions(
+    input_ids: Tensor, *, position: str, pad_token_id: int | None = None
+) -> Tensor:
+    """Where a sequence classifier reads each row: the one rule every path uses.
+
+    ``"first"`` is position 0 (BERT-style ``[CLS]``). ``"last"`` is the rule of transformers'
+    decoder classifiers (Llama, Qwen2, GPT-2, ...): the last token that is not ``pad_token_id``,
+    whatever the attention mask says (so with pad = eos, a row ending with eos is read at the
+    token before it), or the last column when the model has no pad token.
+
+    Args:
+        input_ids: ``B x L``.
+        position: ``"first"`` or ``"last"``.
+        pad_token_id: the model's pad token (``config.pad_token_id``).
+
+    Returns:
+        ``B`` long, on ``input_ids``' device.
+    """
+    rows, length = input_ids.shape
+    if position == "first":
+        return torch.zeros(rows, dtype=torch.long, device=input_ids.device)
+    if pad_token_id is None:
+        return torch.full((rows,), length - 1, dtype=torch.long, device=input_ids.device)
+    columns = torch.arange(length, device=input_ids.device)
+    return (columns * (input_ids != pad_token_id)).argmax(dim=1)
+
+
 def _model_device(model: torch.nn.Module) -> torch.device:
     for parameter in model.parameters():
         return parameter.device
@@ -95,7 +123,7 @@ class SequenceClassifierReward:
         scoring_position: where the classifier reads the sequence: ``"first"`` (BERT-style [CLS]),
             ``"last"`` (the last attended token, decoder classifiers) or ``"auto"`` (``"last"`` when
             the model has a ``score`` head, as decoder classifiers in transformers do, else
-            ``"first"``). Only the ``attention`` method uses it.
+            ``"first"``); see :func:`scoring_positions`.
     """
 
     def __init__(
@@ -129,11 +157,35 @@ class SequenceClassifierReward:
         """The device of the wrapped model's parameters."""
         return _model_device(self.model)
 
+    @property
+    def pad_token_id(self) -> int | None:
+        """The model's pad token (``config.pad_token_id``), or None."""
+        config = getattr(self.model, "config", None)
+        if config is not None and hasattr(config, "get_text_config"):
+            config = config.get_text_config()
+        return getattr(config, "pad_token_id", None)
+
+    @property
+    def padding_token_ids(self) -> frozenset[int]:
+        """Token ids whose presence moves where the model reads a row: its pad token when it
+        scores the last non-pad token (decoder classifiers), none when it reads position 0."""
+        pad = self.pad_token_id
+        if self.scoring_position == "first" or pad is None:
+            return frozenset()
+        return frozenset({int(pad)})
+
+    def scoring_positions(self, input_ids: Tensor) -> Tensor:
+        """Where the model reads each row: ``B x L`` -> ``B`` long (see :func:`scoring_positions`)."""
+        return scoring_positions(
+            input_ids, position=self.scoring_position, pad_token_id=self.pad_token_id
+        )
+
     def _reward_from_logits(self, logits: Tensor) -> Tensor:
+        logits = logits.float()  # before the difference: half precision would round it
         reward = logits[:, self.label]
         if self.minus_label is not None:
             reward = reward - logits[:, self.minus_label]
-        return reward.float()
+        return reward
 
     def __call__(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
         """Score rows. ``input_ids, attention_mask: B x L`` -> ``B``."""
@@ -173,11 +225,7 @@ class SequenceClassifierReward:
                 "supports output_attentions=True"
             )
         last_layer = out.attentions[-1].float().mean(dim=1)  # B x L x L
-        if self.scoring_position == "first":
-            position = torch.zeros(ids.shape[0], dtype=torch.long, device=device)
-        else:
-            columns = torch.arange(ids.shape[1], device=device)
-            position = torch.where(mask.bool(), columns, -1).amax(dim=1)
+        position = self.scoring_positions(ids)
         rows = torch.arange(ids.shape[0], device=device)
         return self._reward_from_logits(out.logits), last_layer[rows, position]
 

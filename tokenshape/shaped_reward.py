@@ -26,7 +26,6 @@ a turn whose content cannot be placed raises :class:`~tokenshape.errors.TokenSha
 
 from __future__ import annotations
 
-import os
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -38,10 +37,12 @@ from torch import Tensor
 
 from tokenshape.alignment import align_scores
 from tokenshape.attribution import METHODS, Attributor, attribute
+from tokenshape.encoding import tokens_ending_in
 from tokenshape.errors import InvalidArgumentError, TokenShapeError
 from tokenshape.reward import RewardFn, SequenceClassifierReward, check_reward_output
 from tokenshape.shaping import SPARSE, ShapingParams, shape_rewards
 from tokenshape.types import TokenAttribution
+from tokenshape.units import token_char_spans
 
 __all__ = ["SHAPED_UNITS", "ShapedBatch", "ShapedReward", "render_for_reward"]
 
@@ -227,29 +228,9 @@ def _render_with_template(
 
 def _policy_token_spans(tokenizer, token_ids: Sequence[int]) -> tuple[str, list[tuple[int, int]]]:
     """The policy's decoding of ``token_ids`` (special tokens skipped, as TRL decodes completions)
-    and the ``(start, end)`` characters of each token in it.
-
-    Decodes every prefix in one batched call (quadratic in the length, which stays small next to
-    the attribution's reward-model rows). A token that only completes a character together
-    with the next ones (part of a multi-byte character) gets an empty span; the token that
-    completes the character gets it.
-    """
-    special = set(tokenizer.all_special_ids)
-    kept = [token for token in token_ids if token not in special]
-    prefixes = tokenizer.batch_decode(
-        [kept[: i + 1] for i in range(len(kept))], skip_special_tokens=True
-    )
-    text = prefixes[-1] if prefixes else ""
-    ends, end = iter(prefixes), 0
-    spans = []
-    for token in token_ids:
-        if token in special:
-            spans.append((end, end))
-            continue
-        start = end
-        end = max(end, len(os.path.commonprefix([next(ends), text])))
-        spans.append((start, end))
-    return text, spans
+    and the ``(start, end)`` characters of each token in it; see
+    :func:`tokenshape.units.token_char_spans`."""
+    return token_char_spans(tokenizer, token_ids, skip_special_tokens=True)
 
 
 #: Message fields that hold reasoning, which chat templates write before the content.
@@ -578,13 +559,11 @@ class ShapedReward:
             return_tensors="pt",
         )
         offsets = batch["offset_mapping"].long()
-        last_char = offsets[..., 1] - 1
         is_text = (batch["special_tokens_mask"] == 0) & batch["attention_mask"].bool()
-        is_text &= offsets[..., 1] > offsets[..., 0]
-        turn = torch.full(last_char.shape, -1, dtype=torch.long)
+        turn = torch.full(is_text.shape, -1, dtype=torch.long)
         for row, r in enumerate(rendered):
             for number, (start, end) in enumerate(r.turns):
-                inside = is_text[row] & (last_char[row] >= start) & (last_char[row] < end)
+                inside = is_text[row] & tokens_ending_in(offsets[row], start, end)
                 turn[row, inside] = number
         return {
             "input_ids": batch["input_ids"],

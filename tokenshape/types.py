@@ -28,7 +28,7 @@ class TokenAttribution:
         unit_scores: one ``M_b`` tensor per sequence, the attribution of each unit.
         unit_index: ``B x L`` long, unit number of each token (-1 off the players).
         input_ids: ``B x L``, the explained tokens.
-        response_mask: ``B x L`` bool.
+        response_mask: ``B x L`` bool, the players' tokens (the caller's mask less special tokens).
         tokenizer: optional tokenizer the HTML views decode tokens with; not compared, not in
             the repr.
     """

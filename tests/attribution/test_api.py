@@ -326,3 +326,44 @@ def test_vader_sentiment_words(vader_reward, minilm_tokenizer, method, budget, u
     assert float(result.full_value[0]) == pytest.approx(vader_reward.scorer(text))
     assert float(result.base_value[0]) == pytest.approx(0.0)  # every word hidden: empty text
     assert float(result.efficiency_error[0]) < 1e-5
+
+
+def test_special_tokens_in_the_response_mask_are_not_players(additive_game, games):
+    # TRL's completion mask includes EOS: special tokens leave the players, with a warning, and
+    # stay in place in every coalition. The unknown token stands for text: it stays a player.
+    from types import SimpleNamespace
+
+    eos, unk = 39, 38
+    tokenizer = SimpleNamespace(all_special_ids=[games.PAD_ID, unk, eos], unk_token_id=unk)
+    ids, attention, _ = games.make_batch([([2, 3], [5, 6, unk, 7])], suffix=[eos])
+    response_mask = attention.bool().clone()
+    response_mask[0, :2] = False  # the response and the closing eos
+    with pytest.warns(UserWarning, match="special tokens"):
+        result = tokenshape.attribute(
+            additive_game,
+            ids,
+            attention,
+            response_mask,
+            method="exact",
+            masking=games.MASK_ID,
+            tokenizer=tokenizer,
+        )
+    assert result.response_mask[0].tolist() == [False, False, True, True, True, True, False]
+    assert result.unit_scores[0].tolist() == [1.0, -2.0, 0.0, 0.5]
+
+
+def test_removal_refuses_rows_that_would_be_empty(games):
+    # No prompt and no special token: removing every unit would leave nothing to score.
+    ids, attention, response_mask = games.make_batch([([], [5, 6, 7]), ([2], [8, 9])])
+    calls = []
+
+    def reward(input_ids, attention_mask):
+        calls.append(input_ids.shape)
+        return attention_mask.double().sum(1)
+
+    for max_rows in (1, 16):
+        with pytest.raises(InvalidArgumentError, match=r"masking='remove'.*rows \[0\]"):
+            tokenshape.attribute(
+                reward, ids, attention, response_mask, masking="remove", max_rows=max_rows
+            )
+    assert calls == []  # refused before any forward

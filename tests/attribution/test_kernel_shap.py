@@ -161,3 +161,41 @@ def test_solver_recovers_a_known_linear_model():
         torch.tensor(0.3 + float(phi.sum()), dtype=torch.float64),
     )
     torch.testing.assert_close(solved, phi)
+
+
+def _solve_linear(n_units, budget, seed=0):
+    """KernelSHAP's solution on an exactly linear game ``v(z) = 0.3 + z . beta``."""
+    beta = torch.randn(n_units, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
+    plan = _plan(n_units, budget, seed)
+    values = plan.coalitions.double() @ beta + 0.3
+    v_empty = torch.tensor(0.3, dtype=torch.float64)
+    phi = KernelShapAttributor()._solve(plan, values, v_empty, v_empty + beta.sum())
+    return plan, beta, phi
+
+
+def test_a_linear_game_is_recovered_at_budget_two_m():
+    # M = 512, budget 1026: every singleton and its complement. The solve keeps every direction
+    # (a pseudo-inverse of the KKT system lost one: 6% error) and efficiency is exact.
+    _, beta, phi = _solve_linear(512, 1026)
+    assert float((phi - beta).norm() / beta.norm()) < 1e-9
+    assert abs(float(phi.sum() - beta.sum())) < 1e-12
+
+
+@pytest.mark.parametrize("n_units,budget", [(12, 10), (40, 50), (64, 100)])
+def test_underdetermined_budget_gives_the_efficient_fit_closest_to_the_equal_split(n_units, budget):
+    # Below 2M rows the samples do not fix phi; the method returns, among efficient phi that fit
+    # the samples best, the one with the smallest distance to gap / M: check with SVD least squares.
+    plan, beta, phi = _solve_linear(n_units, budget)
+    z = plan.coalitions.double()
+    gap = float(beta.sum())
+    centred = z - z.sum(1, keepdim=True) / n_units
+    target = z @ beta - z.sum(1) * gap / n_units
+    root = plan.weights.sqrt()[:, None]
+    reference = torch.linalg.lstsq(root * centred, root * target[:, None], driver="gelsd")
+    expected = gap / n_units + reference.solution[:, 0]
+    torch.testing.assert_close(phi, expected, atol=1e-9, rtol=0)
+    assert abs(float(phi.sum()) - gap) < 1e-12
+    # Paired sampling: the data fix at most one direction per antithetic pair.
+    assert int(reference.rank) <= (budget - 2) // 2 + 1 < n_units - 1
+    # Every sampled coalition is fitted exactly (a linear game, fewer equations than unknowns).
+    torch.testing.assert_close(z @ phi, z @ beta, atol=1e-9, rtol=0)

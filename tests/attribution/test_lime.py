@@ -60,8 +60,9 @@ def test_fit_matches_a_weighted_ridge_with_intercept(interaction_game, games):
     )
     v = games.coalition_value(game, ids, attention, response_mask)
     y = [v(frozenset(row.nonzero().flatten().tolist())) for row in z]
-    ridge = sklearn.Ridge(alpha=0.5, fit_intercept=True)
-    ridge.fit(z.double().numpy(), y, sample_weight=lime_kernel(z, 0.4).numpy())
+    weights = lime_kernel(z, 0.4)
+    ridge = sklearn.Ridge(alpha=0.5 * float(weights.sum()), fit_intercept=True)
+    ridge.fit(z.double().numpy(), y, sample_weight=weights.numpy())
     torch.testing.assert_close(result.unit_scores[0], torch.from_numpy(ridge.coef_).double())
 
 
@@ -102,3 +103,22 @@ def test_one_unit_uses_only_the_two_ends(additive_game, games):
     assert torch.isfinite(result.unit_scores[0]).all()
     # Two points, one coefficient: the ridge slope is shrunk below the true value 3.
     assert 0 < float(result.unit_scores[0][0]) < 3.0
+
+
+def test_shrinkage_does_not_depend_on_the_budget(games):
+    # An exactly linear game of 12 players: the ridge's coefficients over the true ones are the
+    # same fraction at every budget that determines the fit (the penalty scales with the total
+    # kernel weight), and close to 1 at the default penalty.
+    values = {5 + i: float(v) for i, v in enumerate(torch.linspace(-2.0, 3.0, 12))}
+    game = games.AnalyticGame(games.linear_values(values))
+    response = list(values)
+    ids, attention, response_mask = games.make_batch([(PROMPT, response)])
+    truth = torch.tensor(list(values.values()), dtype=torch.float64)
+    ratios = []
+    for budget in (32, 64, 256):
+        result = tokenshape.attribute(
+            game, ids, attention, response_mask, method="lime", budget=budget, masking=games.MASK_ID
+        )
+        phi = result.unit_scores[0]
+        ratios.append(float(phi @ truth / (truth @ truth)))
+    assert min(ratios) > 0.95 and max(ratios) - min(ratios) < 0.03

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 
 import torch
@@ -110,6 +111,41 @@ def _check_budget(attributor: Attributor, budget: int | None) -> int | None:
     return budget
 
 
+def _without_special_tokens(input_ids: Tensor, response_mask: Tensor, tokenizer) -> Tensor:
+    """``response_mask`` less the tokenizer's special tokens (its unknown token excepted: it stands
+    for text), with a warning when some were marked (TRL's completion mask includes EOS)."""
+    if tokenizer is None:
+        return response_mask
+    unk = getattr(tokenizer, "unk_token_id", None)
+    special = [int(t) for t in getattr(tokenizer, "all_special_ids", []) if t != unk]
+    if not special:
+        return response_mask
+    marked = response_mask & torch.isin(input_ids, torch.tensor(special, device=input_ids.device))
+    if bool(marked.any()):
+        warnings.warn(
+            f"response_mask marks {int(marked.sum())} special tokens (e.g. end of sequence); they "
+            "are not players and stay in place (an end-of-sequence token is often where the "
+            "reward model reads the row)",
+            stacklevel=3,
+        )
+    return response_mask & ~marked
+
+
+def _check_removable(masking: Masking, attention_mask: Tensor, index: Tensor) -> None:
+    """With removal, every row must keep a token when all its units are removed."""
+    if not masking.remove:
+        return
+    empty = (~(attention_mask.bool() & (index < 0)).any(dim=1)).nonzero().flatten().tolist()
+    if empty:
+        raise InvalidArgumentError(
+            "masking",
+            "remove",
+            f"rows that keep a token outside the players (a prompt or special token) when every "
+            f"unit is removed, but rows {empty[:5]} would be empty; add the prompt or the "
+            "tokenizer's special tokens, or use a replacement token",
+        )
+
+
 def _spread_to_tokens(unit_scores: list[Tensor], index: Tensor) -> Tensor:
     """Token scores ``B x L``: each unit's score shared equally by its tokens, 0 off the units."""
     scores = torch.zeros(index.shape, dtype=torch.float64, device=index.device)
@@ -144,7 +180,8 @@ def attribute(
         input_ids: ``B x L`` prompt and response tokens, as the reward model reads them.
         attention_mask: ``B x L``.
         response_mask: ``B x L`` bool, True on the response tokens (the players); the prompt is
-            never masked.
+            never masked. Special tokens (but the unknown token) are left out of the players,
+            with a warning.
         method: a name from :data:`METHODS` or an :class:`Attributor` with custom options.
         budget: forward rows per sequence, the full and empty coalitions included (>= 2). None
             takes the method's default; ``exact``, ``occlusion`` and ``attention`` need a fixed
@@ -154,7 +191,9 @@ def attribute(
             (e.g. chat turns; -1 off the players).
         masking: ``"auto"`` (the tokenizer's mask token, else unk, else pad; see
             :mod:`tokenshape.masking`), ``"mask"``, ``"unk"``, ``"pad"``, a token id, or
-            ``"remove"`` to delete hidden units and re-pack the row (a different game).
+            ``"remove"`` to delete hidden units and re-pack the row (a different game). A
+            replacement the model reads as padding (a decoder classifier's pad token, from the
+            reward's ``padding_token_ids``) is refused.
         tokenizer: the reward model's tokenizer, when ``reward_fn`` has none.
         max_rows: rows per forward at most (default 16 on CPU, 512 on CUDA).
         max_tokens: rows x columns per forward at most (default: no bound).
@@ -172,7 +211,7 @@ def attribute(
     tokenizer = tokenizer if tokenizer is not None else getattr(reward_fn, "tokenizer", None)
     device = torch.device(getattr(reward_fn, "device", input_ids.device))
     input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
-    response_mask = response_mask.to(device)
+    response_mask = _without_special_tokens(input_ids, response_mask.to(device), tokenizer)
     index, n_units = unit_index(unit, input_ids, response_mask, tokenizer=tokenizer)
     no_players = (n_units == 0).nonzero().flatten().tolist()
     if no_players:
@@ -192,7 +231,9 @@ def attribute(
         name=getattr(reward_fn, "__name__", "reward_fn"),
     )
     if attributor.uses_masking:
-        masking_rule = resolve_masking(masking, tokenizer)
+        padding_ids = getattr(reward_fn, "padding_token_ids", ())
+        masking_rule = resolve_masking(masking, tokenizer, padding_ids=padding_ids)
+        _check_removable(masking_rule, attention_mask, index)
     else:  # no coalition is evaluated: nothing is hidden, no replacement token is needed
         check_masking(masking)
         masking_rule = Masking(remove=False, token_id=None)

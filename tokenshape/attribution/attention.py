@@ -9,6 +9,7 @@ attention comes from the same forward that computes v(all): no extra rows.
 from __future__ import annotations
 
 import torch
+from torch import Tensor
 
 from tokenshape.attribution.base import Attributor, GameAttribution
 from tokenshape.errors import InvalidArgumentError
@@ -33,16 +34,15 @@ class AttentionAttributor(Attributor):
                 "a reward function with scoring_attention (e.g. SequenceClassifierReward) for "
                 "method='attention'",
             )
-        chunk = game.evaluator.chunk_rows(game.input_ids.shape[1])
-        values, attention = [], []
-        for start in range(0, game.batch_size, chunk):
-            stop = min(start + chunk, game.batch_size)
-            value, weights = reward_fn.scoring_attention(
-                game.input_ids[start:stop], game.attention_mask[start:stop]
-            )
-            values.append(check_reward_output(value, stop - start, name=game.evaluator.name))
-            attention.append(weights.double())
-            game.evaluator.rows += stop - start
+        ids, mask = game.input_ids, game.attention_mask
+
+        def run(start: int, stop: int) -> tuple[Tensor, Tensor]:
+            value, weights = reward_fn.scoring_attention(ids[start:stop], mask[start:stop])
+            return check_reward_output(value, stop - start, name=game.evaluator.name), weights
+
+        chunks = game.evaluator.map_chunks(game.batch_size, ids.shape[1], run)
+        values = [value for value, _ in chunks]
+        attention = [weights.double() for _, weights in chunks]
         full = torch.cat(values)
         weights = torch.cat(attention).to(game.input_ids.device)
         scores = []

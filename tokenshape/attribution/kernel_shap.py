@@ -11,8 +11,22 @@ sum_i phi_i = v(all) - v(empty) (Lundberg & Lee 2017). With B rows per sequence:
   coalition drawn twice is evaluated once and weighted by its draw count, so no row is spent on
   a repeat; each sampled coalition's weight is the remaining mass times its share of the draws.
 
-The constrained problem is solved through its KKT system in float64 with a pseudo-inverse, so a
-budget below the number of units still gives the minimum-norm solution that is exactly efficient.
+The constrained problem is solved in float64 on the CPU without a pseudo-inverse of the KKT
+system: writing phi = gap / M + u with sum(u) = 0 (gap = v(all) - v(empty)) turns it into an
+unconstrained weighted least squares in u over the centred coalitions z - |z| / M, whose rows sum
+to 0. A coalition and its complement fold into one row (their centred rows are opposite), and
+an SVD least-squares solve of the K x M weighted rows (LAPACK ``gelsd``, O(K M min(K, M)): at
+the usual budgets below 2M it grows with the budget, not with M^3) returns the minimum-norm
+solution, orthogonal to the ones vector, so efficiency holds to float64 rounding whatever the
+budget. Directions are kept down to 1e-10 of the largest singular value, on the rows themselves
+rather than on a Gram matrix, whose conditioning is the square.
+
+Underdetermined regime. A coalition and its complement have the same centred row up to sign, so
+an antithetic pair determines one direction of u, not two: a budget of B rows fixes at most about
+(B - 2) / 2 of the M - 1 directions, and below B = 2M (not M) the values are not determined by
+the samples. There the method returns, of the efficient solutions that fit the sampled values
+best, the one closest to the equal split gap / M (the minimum-norm u): the samples' correction
+to the equal split, and equal shares along every direction no sampled pair tells apart.
 """
 
 from __future__ import annotations
@@ -20,6 +34,7 @@ from __future__ import annotations
 import itertools
 from math import comb
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -28,6 +43,8 @@ from tokenshape.attribution.base import CoalitionAttributor, CoalitionPlan
 __all__ = ["KernelShapAttributor", "shapley_kernel_size_mass"]
 
 _MAX_DRAWS_PER_ROW = 20
+#: Singular values below this fraction of the largest are dropped from the least squares.
+_RCOND = 1e-10
 
 
 def shapley_kernel_size_mass(n_units: int) -> Tensor:
@@ -102,6 +119,43 @@ def _distinct_antithetic_sample(
     return torch.stack(rows), torch.tensor(counts, dtype=torch.float64)
 
 
+def _fold_complements(
+    coalitions: Tensor, target: Tensor, weights: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Merge each coalition with its complement into one row of the centred least squares.
+
+    The complement's centred row is the coalition's negated, so the pair's two squared residuals
+    w1 (c.u - t1)^2 + w2 (-c.u - t2)^2 are (w1 + w2) (c.u - (w1 t1 - w2 t2) / (w1 + w2))^2 plus a
+    constant: one row with the summed weight, which halves the rows of a paired sample.
+
+    Args:
+        coalitions: ``N x M`` bool.
+        target: ``N`` float64, each row's target.
+        weights: ``N`` float64.
+
+    Returns:
+        (coalitions ``K x M`` bool, target ``K``, weights ``K``), K <= N.
+    """
+    packed = np.packbits(coalitions.numpy(), axis=1)
+    complements = np.packbits(~coalitions.numpy(), axis=1)
+    row_of = {row.tobytes(): i for i, row in enumerate(packed)}
+    first, second, taken = [], [], set()
+    for i, complement in enumerate(complements):
+        if i in taken:
+            continue
+        j = row_of.get(complement.tobytes())
+        first.append(i)
+        second.append(j if j is not None and j not in taken else -1)
+        taken.update((i, second[-1]))
+    first_rows, second_rows = torch.tensor(first), torch.tensor(second)
+    paired = second_rows >= 0
+    w1, t1 = weights[first_rows], target[first_rows]
+    w2 = torch.where(paired, weights[second_rows.clamp(min=0)], 0.0)
+    t2 = torch.where(paired, target[second_rows.clamp(min=0)], 0.0)
+    merged = w1 + w2
+    return coalitions[first_rows], (w1 * t1 - w2 * t2) / merged, merged
+
+
 class KernelShapAttributor(CoalitionAttributor):
     """Batched KernelSHAP (see the module docstring for the estimator)."""
 
@@ -168,18 +222,16 @@ class KernelShapAttributor(CoalitionAttributor):
             return torch.full(
                 (n_units,), float(gap) / n_units, dtype=torch.float64, device=values.device
             )
-        z = plan.coalitions.to(torch.float64)
-        weighted = z * plan.weights[:, None]
-        gram = z.T @ weighted  # M x M
-        target = weighted.T @ (values - v_empty)  # M
-        ones = torch.ones(n_units, 1, dtype=torch.float64, device=values.device)
-        kkt = torch.cat(
-            [
-                torch.cat([gram, ones], dim=1),
-                torch.cat(
-                    [ones.T, torch.zeros(1, 1, dtype=torch.float64, device=values.device)], dim=1
-                ),
-            ]
-        )
-        rhs = torch.cat([target, gap.reshape(1)])
-        return (torch.linalg.pinv(kkt) @ rhs)[:n_units]
+        cpu = torch.device("cpu")
+        z = plan.coalitions.to(cpu)
+        sizes = z.sum(dim=1, dtype=torch.float64)
+        share = float(gap) / n_units
+        target = values.to(cpu) - float(v_empty) - sizes * share  # N
+        z, target, weights = _fold_complements(z, target, plan.weights.to(cpu))
+        centred = z.to(torch.float64) - z.sum(dim=1, keepdim=True, dtype=torch.float64) / n_units
+        root = weights.sqrt()
+        u = torch.linalg.lstsq(
+            root[:, None] * centred, (root * target)[:, None], rcond=_RCOND, driver="gelsd"
+        ).solution[:, 0]
+        u = u - u.mean()  # orthogonal to the ones vector up to rounding: make it exact
+        return (share + u).to(values.device)

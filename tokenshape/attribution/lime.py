@@ -4,9 +4,17 @@ Sampling follows the ``lime`` package's text explainer: the number of hidden uni
 1..M-1 and the hidden units uniform given that number; the full and empty coalitions are always
 in the fit. Each coalition z is weighted by the exponential kernel exp(-d^2 / (2 width^2)) on the
 cosine distance d = 1 - sqrt(|z| / M) between z and the full coalition (``lime``'s default width
-is 25 on distances scaled by 100, i.e. 0.25 here). The fit is a ridge with intercept (``lime``'s
-default ``Ridge(alpha=1)``); the scores are its coefficients, which, unlike Shapley values, need
-not sum to v(all) - v(empty).
+is 25 on distances scaled by 100, i.e. 0.25 here). The fit is a kernel-weighted ridge with
+intercept whose penalty is ``alpha * sum(kernel weights) * ||phi||^2``: scaled to the total weight,
+so the shrinkage does not depend on the budget (``lime``'s fixed ``Ridge(alpha=1)`` shrinks the
+scores of a small sample towards 0). The default ``alpha = 4e-4`` is what ``Ridge(alpha=1)``
+amounts to at ``lime``'s default 5,000 samples, whose kernel weights average about 0.5.
+
+The scores are the ridge's coefficients, which, unlike Shapley values, need not sum to
+v(all) - v(empty) (not even in sign). In a shaping blend (:func:`tokenshape.shape_rewards`)
+every signal is turned into shares that sum to 1 over the response before it is weighted, so
+only the relative sizes and signs of LIME's scores enter, next to the efficient signals'
+shares; its total is never used, and the blend still sums to the sequence reward.
 """
 
 from __future__ import annotations
@@ -48,13 +56,13 @@ class LimeAttributor(CoalitionAttributor):
 
     Args:
         kernel_width: width of the exponential kernel on cosine distance (default 0.25).
-        alpha: ridge penalty, > 0 (default 1.0).
+        alpha: ridge penalty per unit of total kernel weight, > 0 (default 4e-4).
     """
 
     name = "lime"
     default_budget = 256
 
-    def __init__(self, *, kernel_width: float = 0.25, alpha: float = 1.0) -> None:
+    def __init__(self, *, kernel_width: float = 0.25, alpha: float = 4e-4) -> None:
         self.kernel_width, self.alpha = check_lime_options(kernel_width, alpha)
 
     def _plan(self, n_units: int, budget: int | None, generator: torch.Generator) -> CoalitionPlan:
@@ -82,7 +90,8 @@ class LimeAttributor(CoalitionAttributor):
         z_mean = (w[:, None] * z).sum(dim=0) / w.sum()
         y_mean = (w * y).sum() / w.sum()
         zc, yc = z - z_mean, y - y_mean
-        gram = zc.T @ (w[:, None] * zc) + self.alpha * torch.eye(
+        penalty = self.alpha * w.sum()
+        gram = zc.T @ (w[:, None] * zc) + penalty * torch.eye(
             n_units, dtype=torch.float64, device=device
         )
         return torch.linalg.solve(gram, zc.T @ (w * yc))
