@@ -99,3 +99,9 @@ def test_too_few_trials_or_a_failing_fit_raise_a_surrogate_error(monkeypatch) ->
     monkeypatch.setattr(surrogate, "fit_gpytorch_mll", broken)
     with pytest.raises(SurrogateFitError, match="could not be fitted"):
         recommend([trial(0, 0.5, [1.0]), trial(1, 0.1, [2.0])], SIGNALS)
+
+
+def test_trials_that_all_scored_the_same_give_no_gp():
+    trials = [trial(0, 0.0, [1.0, 1.0]), trial(1, 1.0, [1.0, 1.0]), trial(2, 0.5, [1.0, 1.0])]
+    with pytest.raises(SurrogateFitError, match="same objective"):
+        recommend(trials, SIGNALS)

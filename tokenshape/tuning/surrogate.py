@@ -54,7 +54,7 @@ _GRID = 60
 #: Prior degrees of freedom of the pooled variance when a trial's own variance is shrunk to it.
 _POOLED_DOF = 2.0
 #: The smallest noise variance given to the GP, relative to the variance of the objectives.
-_MIN_RELATIVE_NOISE = 1e-6
+_MIN_RELATIVE_NOISE = 1e-4
 
 
 class SurrogateFitError(TokenShapeError):
@@ -121,13 +121,17 @@ def fit_surrogate(
         seed: seeds the fit's random restarts.
 
     Raises:
-        SurrogateFitError: the marginal likelihood could not be optimised (e.g. BoTorch's
-            ``ModelFittingError``, or a covariance that is not positive definite).
+        SurrogateFitError: every objective is the same, or the marginal likelihood could not be
+            optimised (e.g. BoTorch's ``ModelFittingError``, or a covariance that is not positive
+            definite).
     """
+    spread = float(train_y.var()) if len(train_y) > 1 else 0.0
+    if not spread > 0:
+        raise SurrogateFitError(
+            f"all {len(train_y)} trials have the same objective: there is nothing to model"
+        )
     if train_yvar is not None:
-        spread = float(train_y.var()) if len(train_y) > 1 else 0.0
-        floor = _MIN_RELATIVE_NOISE * max(spread, 1e-12)
-        train_yvar = train_yvar.clamp_min(floor)
+        train_yvar = train_yvar.clamp_min(_MIN_RELATIVE_NOISE * spread)
     with torch.random.fork_rng(), warnings.catch_warnings():
         # A failed attempt is retried by fit_gpytorch_mll and reported as an error at the end;
         # the warning of each attempt says nothing more.
