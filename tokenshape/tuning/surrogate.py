@@ -126,7 +126,8 @@ def fit_surrogate(
             definite).
     """
     spread = float(train_y.var()) if len(train_y) > 1 else 0.0
-    if not spread > 0:
+    scale = 1.0 + float(train_y.abs().max()) if len(train_y) else 1.0
+    if not spread > (1e-9 * scale) ** 2:
         raise SurrogateFitError(
             f"all {len(train_y)} trials have the same objective: there is nothing to model"
         )
