@@ -160,6 +160,7 @@ def run_inner(
 
 
 def _run(config, params, *, folder, progress, seed, start_cache) -> ObjectiveResult:
+    """The body of :func:`run_inner`, run inside :func:`quiet_libraries`."""
     from datasets import Dataset
     from trl import GRPOConfig
 
