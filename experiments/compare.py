@@ -1,124 +1,253 @@
-"""The first comparison: sparse GRPO, ABC, kernel_shap only, lime only and the tuned blend.
+"""The comparison on the reward-KL-compute frontier: sparse GRPO, dense signals, ABC, a tuned blend.
 
-A control, sparse GRPO with twice the learning rate, runs beside them.
+Conditions (``--conditions``, ``--modes``, ``--learning-rates``):
 
-Each condition is trained with the same config for several seeds; every run is saved as it
-finishes, so an interrupted comparison continues where it stopped. Runs go seed by seed (every
-condition of seed 0, then of seed 1, ...), so a comparison stopped early is still balanced. Within a
-seed all conditions share the training prompts, their order and the held-out prompts, so each
-condition is also compared with sparse GRPO of the same seed.
+- ``sparse``: plain sparse GRPO at each learning-rate multiplier (its own frontier; dense credit
+  moves the policy further per step, so sparse GRPO gets its best learning rate before shaping is
+  credited). Named ``sparse`` at x1 and ``sparse_lr<x>`` otherwise.
+- each dense signal (``kernel_shap``, ``lime``, ...) alone in each mode (``weight``,
+  ``reward_to_go``, ``hybrid``), named ``<signal>.<mode>``;
+- ``abc``: attention credit with weight 0.5 (ABC's beta is a choice), in ``weight`` mode;
+- ``bo_tuned`` (with ``--study``): the study's recommended blend, by GP posterior mean, in the
+  study's mode.
 
-The results are written as a Markdown table with plots: final held-out reward (and the starting
-policy's on the same prompts), the paired difference to sparse, the steps needed to reach sparse's
-final training reward, the KL to the starting policy and the training time.
+Each condition is trained for ``--seeds`` training seeds, seed by seed (every condition of one
+seed, then the next), so a comparison stopped early is still balanced. Within a seed all
+conditions share the training prompts and their order; the training seeds are not the study's
+(they start at ``config.seed + 1000``) and the held-out prompts are a block of the held-out split
+that a study never uses (from ``FINAL_EVAL_OFFSET``), so a tuned blend is not scored on what it was
+selected on. Every run records its full specification; a resumed comparison keeps a finished run
+only when its spec matches and refuses to mix in one that does not (before training anything).
+
+Results, written to ``--out``: ``results.md`` with the held-out reward at matched KL, at matched
+wall-clock seconds and at matched compute (reward-model rows plus policy tokens), each paired by
+seed with sparse GRPO with percentile-bootstrap 95% intervals, and at the final checkpoint;
+``frontier.png`` with held-out reward against KL and against compute, mean and 95% interval over
+seeds.
 
 Usage::
 
     python -m tokenshape.experiments.compare --config imdb_positive --seeds 3 \\
-        --study runs/imdb_positive --steps 50 --eval-prompts 64
+        --study runs/imdb_positive --steps 50 --eval-prompts 64 --checkpoints 10
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+import yaml
 from rich.console import Console
 
-from tokenshape.errors import InvalidArgumentError
+from tokenshape.errors import InvalidArgumentError, TokenShapeError
 from tokenshape.experiments.config import (
+    BUILTIN_PROMPTS,
     ExperimentConfig,
     config_from_dict,
     config_to_dict,
     load_config,
 )
+from tokenshape.experiments.frontier import (
+    AXES,
+    Interval,
+    bootstrap_mean,
+    matched_levels,
+    path,
+    reward_at,
+)
 from tokenshape.experiments.inner_run import run_inner
 from tokenshape.experiments.progress import progress_bars
+from tokenshape.experiments.prompts import heldout_block
+from tokenshape.experiments.runs import finished_result, run_spec
 from tokenshape.machine import cpu_model
 from tokenshape.shaping.params import ShapingParams
 
-__all__ = ["CONDITIONS", "Condition", "main", "run_comparison", "smoothed", "steps_to_reach"]
+__all__ = [
+    "FINAL_EVAL_OFFSET",
+    "Condition",
+    "build_conditions",
+    "main",
+    "parse_learning_rates",
+    "parse_names",
+    "run_comparison",
+]
+
+#: The first held-out prompt of the comparison; a study scores on the block before it.
+FINAL_EVAL_OFFSET = 1000
+#: Comparison seed ``k`` trains with ``config.seed + SEED_OFFSET + k``, never a study's seed.
+SEED_OFFSET = 1000
+MODES = ("weight", "reward_to_go", "hybrid")
+REFERENCE = "sparse"
+DEFAULT_CONDITIONS = "sparse,abc,kernel_shap,lime"
+DEFAULT_LEARNING_RATES = "0.5,1,2"
 
 
 @dataclass(frozen=True)
 class Condition:
-    """One arm of the comparison: the blend weights, and a multiplier of the learning rate."""
+    """One arm: blend weights, a multiplier of the learning rate, and the mode (None: config's)."""
 
-    weights: dict[str, float]
+    weights: dict[str, float] = field(default_factory=dict)
     learning_rate_scale: float = 1.0
+    mode: str | None = None
 
     def describe(self) -> str:
-        text = ", ".join(f"{name} {weight:.2f}" for name, weight in self.weights.items())
+        text = ", ".join(f"{name} {weight:.3f}" for name, weight in self.weights.items())
+        if self.mode is not None:
+            text += f"; {self.mode}"
         if self.learning_rate_scale != 1.0:
             text += f"; learning rate x{self.learning_rate_scale:g}"
         return text
 
 
-#: Fixed conditions. ABC's attention weight is 0.5 (its beta is a choice). ``sparse_lr2x`` is a
-#: control: dense credit moves the policy further per step, so sparse GRPO with twice the learning
-#: rate shows how much of a gain a larger step alone would give.
-CONDITIONS = {
-    "sparse": Condition({"sparse": 1.0}),
-    "abc": Condition({"attention": 0.5, "sparse": 0.5}),
-    "kernel_shap": Condition({"kernel_shap": 1.0}),
-    "lime": Condition({"lime": 1.0}),
-    "sparse_lr2x": Condition({"sparse": 1.0}, learning_rate_scale=2.0),
-}
-
-#: Training rewards are averaged over this many steps before steps-to-reach is read off.
-SMOOTHING_WINDOW = 10
+def parse_names(text: str, *, name: str, allowed: tuple[str, ...]) -> list[str]:
+    """A comma-separated list of names, each one of ``allowed``, without repeats."""
+    items = [item.strip() for item in str(text).split(",") if item.strip()]
+    if not items or len(set(items)) != len(items) or not set(items) <= set(allowed):
+        raise InvalidArgumentError(
+            name, text, f"a comma-separated list of distinct names from {list(allowed)}"
+        )
+    return items
 
 
-def smoothed(curve: list[float], window: int = SMOOTHING_WINDOW) -> list[float]:
-    """Trailing mean of ``curve`` over up to ``window`` steps (shorter at the start)."""
-    if window < 1:
-        raise InvalidArgumentError("window", window, "an int >= 1")
-    return [
-        statistics.mean(curve[max(0, step - window + 1) : step + 1]) for step in range(len(curve))
-    ]
+def parse_learning_rates(text: str) -> list[float]:
+    """A comma-separated list of distinct learning-rate multipliers > 0, e.g. ``0.5,1,2``."""
+    try:
+        scales = [float(item) for item in str(text).split(",") if item.strip()]
+    except ValueError:
+        scales = []
+    if not scales or not all(np.isfinite(s) and s > 0 for s in scales):
+        raise InvalidArgumentError(
+            "--learning-rates", text, "comma-separated multipliers > 0 of the config's rate"
+        )
+    if len(set(scales)) != len(scales):
+        raise InvalidArgumentError("--learning-rates", text, "distinct multipliers")
+    return scales
 
 
-def steps_to_reach(curve: list[float], target: float) -> int | None:
-    """The first step (1-based) at which ``curve`` reaches ``target``, or None."""
-    return next((step for step, value in enumerate(curve, start=1) if value >= target), None)
+def _signals() -> tuple[str, ...]:
+    from tokenshape.attribution import METHODS
+
+    return tuple(sorted(METHODS))
 
 
-def _tuned(study: Path) -> Condition:
-    from tokenshape.tuning import TrialStore
+def build_conditions(
+    conditions: str = DEFAULT_CONDITIONS,
+    modes: str = ",".join(MODES),
+    learning_rates: str = DEFAULT_LEARNING_RATES,
+) -> dict[str, Condition]:
+    """The conditions named by the three comma-separated lists (see the module docstring)."""
+    names = parse_names(conditions, name="--conditions", allowed=(REFERENCE, "abc", *_signals()))
+    if REFERENCE not in names:
+        raise InvalidArgumentError("--conditions", conditions, f"names including {REFERENCE!r}")
+    chosen_modes = parse_names(modes, name="--modes", allowed=MODES)
+    scales = parse_learning_rates(learning_rates)
+    if 1.0 not in scales:
+        raise InvalidArgumentError(
+            "--learning-rates", learning_rates, "multipliers including 1 (the reference)"
+        )
+    built: dict[str, Condition] = {}
+    for name in names:
+        if name == REFERENCE:
+            for scale in scales:
+                key = REFERENCE if scale == 1.0 else f"{REFERENCE}_lr{scale:g}"
+                built[key] = Condition({REFERENCE: 1.0}, learning_rate_scale=scale)
+        elif name == "abc":
+            built["abc"] = Condition({"attention": 0.5, REFERENCE: 0.5}, mode="weight")
+        else:
+            for mode in chosen_modes:
+                built[f"{name}.{mode}"] = Condition({name: 1.0}, mode=mode)
+    return built
+
+
+def _tuned(study: Path) -> tuple[Condition, str]:
+    """The study's recommended blend (by GP posterior mean) in the study's mode, and a note."""
+    from tokenshape.tuning import SurrogateFitError, TrialStore, recommend
 
     with TrialStore(study) as store:
-        complete = list(store.trials(status="complete"))
+        trials = store.trials()
+        signals = store.study.signals if store.study is not None else ()
+    complete = [t for t in trials if t.status == "complete"]
     if not complete:
-        raise SystemExit(
-            f"the study in {study} has no complete trial: run `tokenshape sweep` first"
-        )
-    return Condition(dict(max(complete, key=lambda t: t.objective).params.weights))
+        raise InvalidArgumentError("--study", str(study), "a study with a complete trial")
+    try:
+        chosen = recommend(trials, signals).trial
+        note = f"trial {chosen.id} of {study}, highest GP posterior mean"
+    except SurrogateFitError as error:
+        chosen = max(complete, key=lambda t: t.objective)
+        note = f"trial {chosen.id} of {study}, highest observation (no GP: {error})"
+    study_config = load_config(study / "config.yaml")
+    weights = {name: float(w) for name, w in chosen.params.weights.items()}
+    return Condition(weights, mode=study_config.training.mode), note
 
 
-def _with_overrides(
-    config: ExperimentConfig, steps: int | None, eval_prompts: int | None
+def _base_config(
+    config_name: str | Path,
+    *,
+    steps: int | None,
+    eval_prompts: int | None,
+    checkpoints: int | None,
+    eval_samples: int | None,
 ) -> ExperimentConfig:
-    """``config`` with its training steps and held-out prompts replaced, validated again.
+    """The config every run starts from: the overrides applied, the final-evaluation prompts.
 
-    The runs' objective is always the held-out reward, whatever the config tunes.
+    The runs' recorded objective is the final held-out reward; the frontier is read from the
+    checkpoints whatever the config tunes.
     """
+    config = load_config(config_name)
     data = config_to_dict(config)
     data["sweep"]["objective"] = "heldout_reward"
-    if steps is not None:
-        data["training"]["steps"] = steps
+    training = data["training"]
+    # The built-in held-out split is large: the comparison scores on a block far after the
+    # study's. A user's own held-out file is used as given (see _check_disjoint).
+    if heldout_block(config)[0] in BUILTIN_PROMPTS:
+        training["eval_prompt_offset"] = FINAL_EVAL_OFFSET
+    for key, value in (
+        ("steps", steps),
+        ("checkpoints", checkpoints),
+        ("eval_samples", eval_samples),
+    ):
+        if value is not None:
+            training[key] = value
     if eval_prompts is not None:
         data["data"]["eval_prompts"] = eval_prompts
     return config_from_dict(data)
 
 
+def _check_disjoint(base: ExperimentConfig, study: Path | None) -> None:
+    """Refuse a study whose held-out prompts overlap the comparison's."""
+    if study is None or not (study / "config.yaml").exists():
+        return
+    tuned = config_from_dict(yaml.safe_load((study / "config.yaml").read_text()))
+    ours, theirs = heldout_block(base), heldout_block(tuned)
+    if ours[0] != theirs[0]:
+        return
+    if (theirs[2] is None or ours[1] < theirs[2]) and (ours[2] is None or theirs[1] < ours[2]):
+        raise InvalidArgumentError(
+            "--study",
+            str(study),
+            f"a study scored on held-out prompts of {ours[0]} other than the comparison's "
+            f"(prompts {ours[1]}..{'' if ours[2] is None else ours[2] - 1}; the study used "
+            f"{theirs[1]}..{'' if theirs[2] is None else theirs[2] - 1}): give one of them "
+            "another data.eval file or training.eval_prompt_offset",
+        )
+
+
+def _run_config(base: ExperimentConfig, condition: Condition) -> ExperimentConfig:
+    data = config_to_dict(base)
+    data["training"]["learning_rate"] *= condition.learning_rate_scale
+    if condition.mode is not None:
+        data["training"]["mode"] = condition.mode
+    return config_from_dict(data)
+
+
 def run_comparison(
-    config_name: str,
+    config_name: str | Path,
     seeds: int,
     study: Path | None,
     out: Path,
@@ -127,81 +256,151 @@ def run_comparison(
     conditions: dict[str, Condition] | None = None,
     steps: int | None = None,
     eval_prompts: int | None = None,
+    checkpoints: int | None = None,
+    eval_samples: int | None = None,
+    command: str | None = None,
 ) -> Path:
-    """Run every condition for ``seeds`` seeds (skipping finished runs); returns the table's path.
+    """Run every condition for ``seeds`` seeds (keeping finished runs); returns the table's path.
 
-    ``conditions`` defaults to :data:`CONDITIONS`; it must hold ``sparse``, the baseline.
-    ``steps`` and ``eval_prompts`` replace the config's training steps and held-out prompts.
+    ``conditions`` defaults to :func:`build_conditions`'s; it must hold ``sparse``, the reference.
+    ``steps``, ``eval_prompts``, ``checkpoints`` and ``eval_samples`` replace the config's.
+
+    Raises:
+        InvalidArgumentError: a bad argument, or a study scored on the comparison's prompts.
+        RunMismatchError: a finished run in ``out`` has another spec (nothing is trained).
     """
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
         raise InvalidArgumentError("seeds", seeds, "an int >= 1")
-    base = _with_overrides(load_config(config_name), steps, eval_prompts)
-    conditions = dict(CONDITIONS if conditions is None else conditions)
-    if "sparse" not in conditions:
+    base = _base_config(
+        config_name,
+        steps=steps,
+        eval_prompts=eval_prompts,
+        checkpoints=checkpoints,
+        eval_samples=eval_samples,
+    )
+    if base.training.checkpoints < 2:
+        raise InvalidArgumentError(
+            "training.checkpoints", base.training.checkpoints, "at least 2 to trace a frontier"
+        )
+    conditions = dict(build_conditions() if conditions is None else conditions)
+    if REFERENCE not in conditions:
         raise InvalidArgumentError("conditions", sorted(conditions), "names including 'sparse'")
+    notes = []
     if study is not None:
-        conditions["bo_tuned"] = _tuned(study)
+        _check_disjoint(base, study)
+        conditions["bo_tuned"], note = _tuned(study)
+        notes.append(f"bo_tuned: {note}.")
+    plan = []
+    for k in range(seeds):
+        for name, condition in conditions.items():
+            config = _run_config(base, condition)
+            seed = base.seed + SEED_OFFSET + k
+            params = ShapingParams(
+                condition.weights, normalization=config.attribution.normalization
+            )
+            folder = out / "runs" / f"{name}-seed{k}"
+            spec = run_spec(config, params, seed)
+            plan.append((name, k, config, params, seed, folder, spec))
+    # Every finished run is checked before anything trains: a mismatch stops the comparison.
+    done = {(name, k): finished_result(folder, spec) for name, k, *_, folder, spec in plan}
     out.mkdir(parents=True, exist_ok=True)
     results: dict[str, list[dict]] = {name: [] for name in conditions}
     with progress_bars(console) as bars:
-        runs_task = bars.add_task("runs", total=seeds * len(conditions))
-        for seed in range(seeds):
-            config = config_from_dict({**config_to_dict(base), "seed": base.seed + seed})
-            for name, condition in conditions.items():
-                result_file = out / "runs" / f"{name}-seed{seed}" / "result.json"
-                if not result_file.exists():
-                    bars.console.print(f"[bold]{name}[/] seed {seed}: {condition.describe()}")
-                    _run(config, condition, result_file.parent, bars)
-                results[name].append(json.loads(result_file.read_text()))
-                bars.advance(runs_task)
-    command = f"python -m tokenshape.experiments.compare --config {config_name} --seeds {seeds}"
-    if study is not None:
-        command += f" --study {study}"
-    if steps is not None:
-        command += f" --steps {steps}"
-    if eval_prompts is not None:
-        command += f" --eval-prompts {eval_prompts}"
-    command += f" --out {out}"
-    _plot(results, out, seeds)
-    return _write_table(results, conditions, out, base, command)
+        runs_task = bars.add_task("runs", total=len(plan))
+        for name, k, config, params, seed, folder, spec in plan:
+            result = done[(name, k)]
+            if result is None:
+                bars.console.print(f"[bold]{name}[/] seed {k}: {conditions[name].describe()}")
+                task = bars.add_task("  step", total=config.training.steps)
+                try:
+                    run_inner(
+                        config,
+                        params,
+                        output_dir=folder,
+                        seed=seed,
+                        start_cache=out / "start_evaluation.json",
+                        progress=lambda step, total, task=task: bars.update(
+                            task, completed=step, total=total
+                        ),
+                    )
+                finally:
+                    bars.remove_task(task)
+                result = finished_result(folder, spec)
+            results[name].append(result)
+            bars.advance(runs_task)
+    _plot(results, out)
+    return _write_table(results, conditions, out, base, command or "", notes)
 
 
-def _run(config: ExperimentConfig, condition: Condition, folder: Path, bars) -> None:
-    """One inner run with a step bar of its own, removed when the run ends."""
-    if condition.learning_rate_scale != 1.0:
-        data = config_to_dict(config)
-        data["training"]["learning_rate"] *= condition.learning_rate_scale
-        config = config_from_dict(data)
-    params = ShapingParams(condition.weights, normalization=config.attribution.normalization)
-    task = bars.add_task("  step", total=config.training.steps)
-    try:
-        run_inner(
-            config,
-            params,
-            output_dir=folder,
-            progress=lambda step, total: bars.update(task, completed=step, total=total),
+def _paired(results: dict[str, list[dict]], read, *, name: str) -> tuple[Interval, Interval | None]:
+    """A condition's values and its paired differences with the reference, by seed."""
+    own = [read(run) for run in results[name]]
+    if name == REFERENCE:
+        return bootstrap_mean(own), None
+    reference = [read(run) for run in results[REFERENCE]]
+    differences = [
+        None if a is None or b is None else a - b for a, b in zip(own, reference, strict=False)
+    ]
+    return bootstrap_mean(own), bootstrap_mean(differences)
+
+
+def _matched_table(results: dict[str, list[dict]], axis: str) -> list[str]:
+    levels = matched_levels(results, axis)
+    if not levels:
+        return [f"No common {AXES[axis]} level: some condition never moved along it."]
+    digits = 3 if axis == "kl" else 0
+    header = "| condition | " + " | ".join(
+        f"reward at {level:.{digits}f} | minus sparse at {level:.{digits}f}" for level in levels
+    )
+    rows = [header + " |", "|---|" + "---|---|" * len(levels)]
+    for name in results:
+        cells = []
+        for level in levels:
+            value, difference = _paired(
+                results, lambda run, level=level: reward_at(path(run, axis), level), name=name
+            )
+            cells += [value.text(), "-" if difference is None else difference.text()]
+        rows.append(f"| {name} | " + " | ".join(cells) + " |")
+    return rows
+
+
+def _paired_p_value(own: list[float], reference: list[float]) -> float | None:
+    """Two-sided paired t-test p-value; ``None`` below two seeds or without spread."""
+    if len(own) < 2 or np.allclose(np.subtract(own, reference), np.subtract(own, reference)[0]):
+        return None
+    from scipy.stats import ttest_rel
+
+    return float(ttest_rel(own, reference).pvalue)
+
+
+def _final_table(results: dict[str, list[dict]]) -> list[str]:
+    rows = [
+        (
+            "| condition | held-out reward, mean ± sem | minus sparse, same seed [95% CI] "
+            "| paired t-test p | KL to start | wall s | RM rows + policy tokens |"
+        ),
+        "|---|---|---|---|---|---|---|",
+    ]
+    reference = [run["heldout_reward"] for run in results[REFERENCE]]
+    for name, runs in results.items():
+        finals = [run["heldout_reward"] for run in runs]
+        _, difference = _paired(results, lambda run: run["heldout_reward"], name=name)
+        p_value = None if name == REFERENCE else _paired_p_value(finals, reference)
+        last = [run["checkpoints"][-1] for run in runs]
+        rows.append(
+            f"| {name} | {_mean_sem(finals)} | "
+            f"{'-' if difference is None else difference.text()} | "
+            f"{'-' if p_value is None else f'{p_value:.2f}'} | "
+            f"{_mean_sem([run['kl_to_start'] for run in runs])} | "
+            f"{statistics.fmean(c['wall_seconds'] for c in last):.0f} | "
+            f"{statistics.fmean(c['reward_rows'] + c['policy_tokens'] for c in last):.0f} |"
         )
-    finally:
-        bars.remove_task(task)
+    return rows
 
 
-def _mean_sd(values: list[float]) -> str:
-    spread = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.3f} ± {spread:.3f}"
-
-
-def _steps_to_sparse(runs: list[dict], sparse_runs: list[dict]) -> list[int | None]:
-    """Per seed: the first step whose smoothed training reward reaches sparse's smoothed final.
-
-    Only steps with a full averaging window count (all of them when the run is shorter).
-    """
-    steps = []
-    for run, base in zip(runs, sparse_runs):
-        curve = smoothed(run["learning_curve"])
-        first_full = min(SMOOTHING_WINDOW, len(curve)) - 1
-        reached = steps_to_reach(curve[first_full:], smoothed(base["learning_curve"])[-1])
-        steps.append(None if reached is None else reached + first_full)
-    return steps
+def _mean_sem(values: list[float]) -> str:
+    sem = statistics.stdev(values) / np.sqrt(len(values)) if len(values) > 1 else float("nan")
+    return f"{statistics.fmean(values):.3f} ± {sem:.3f}"
 
 
 def _write_table(
@@ -210,71 +409,56 @@ def _write_table(
     out: Path,
     config: ExperimentConfig,
     command: str,
+    notes: list[str],
 ) -> Path:
-    sparse = results["sparse"]
-    seeds = len(sparse)
-    rows = [
-        (
-            "| condition | weights | held-out reward | minus sparse, same seed | better than sparse "
-            "| final train reward minus sparse | steps to sparse's final train reward "
-            "| KL to start |"
-        ),
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for name, runs in results.items():
-        finals = [run["objective"] for run in runs]
-        differences = [run["objective"] - base["objective"] for run, base in zip(runs, sparse)]
-        steps = _steps_to_sparse(runs, sparse)
-        reached = [s for s in steps if s is not None]
-        steps_text = (
-            f"{statistics.mean(reached):.1f} ({len(reached)}/{len(runs)} reached)"
-            if reached
-            else f"not reached (0/{len(runs)})"
-        )
-        better = sum(d > 0 for d in differences)
-        train_differences = [
-            smoothed(run["learning_curve"])[-1] - smoothed(base["learning_curve"])[-1]
-            for run, base in zip(runs, sparse)
-        ]
-        paired = name != "sparse"
-        rows.append(
-            f"| {name} | {conditions[name].describe()} | {_mean_sd(finals)} | "
-            f"{_mean_sd(differences) if paired else '-'} | "
-            f"{f'{better}/{len(runs)} seeds' if paired else '-'} | "
-            f"{_mean_sd(train_differences) if paired else '-'} | {steps_text} | "
-            f"{_mean_sd([run['kl_to_start'] for run in runs])} |"
-        )
-    start = [run["start_reward"] for run in sparse]
+    seeds = len(results[REFERENCE])
     training = config.training
+    source, first, stop = heldout_block(config)
+    heldout_text = f"prompts {first}..{'' if stop is None else stop - 1} of {source}"
+    start = results[REFERENCE][0]["start_reward"]
     lines = [
-        f"# Comparison on `{config.name}`",
+        f"# Comparison on `{config.name}`: the reward-KL-compute frontier",
         "",
         (
-            f"{seeds} seeds per condition; each run: {training.steps} GRPO steps of "
+            f"{seeds} training seeds per condition; each run: {training.steps} GRPO steps of "
             f"{training.batch_size} completions ({training.num_generations} per prompt, at most "
-            f"{training.max_completion_length} tokens), attribution budget {config.attribution.budget} "
-            f"rows per completion, then one seeded completion for each of {config.data.eval_prompts} "
-            "held-out prompts scored by the reward model. Values are mean ± sd over seeds."
+            f"{training.max_completion_length} tokens), attribution budget "
+            f"{config.attribution.budget} rows per completion, {training.checkpoints} held-out "
+            f"checkpoints of {heldout_text} x {training.eval_samples} samples (sampled with "
+            "top_k 0, top_p 1 at "
+            f"temperature {training.temperature}; the same prompts and sampling seed for every "
+            f"run). The starting policy scores {start:.3f} on them."
         ),
         "",
-        *rows,
+        "Conditions:",
+        "",
+        *(f"- `{name}`: {condition.describe()}" for name, condition in conditions.items()),
+        *(f"- {note}" for note in notes),
         "",
         (
-            f"The starting policy scores {_mean_sd(start)} on the same held-out prompts "
-            "(same sampling seed)."
+            "Rewards at a matched level are interpolated along each run's checkpoints (from the "
+            "starting policy at 0); a run that never reaches a level has no value there. "
+            "Intervals are percentile-bootstrap 95% intervals over seeds; differences are paired "
+            "by seed with sparse GRPO (same training prompts and order)."
         ),
         "",
-        (
-            f"Training rewards are averaged over the last {SMOOTHING_WINDOW} steps. Within a seed "
-            "every condition trains on the same prompts in the same order, so the final train "
-            "reward is compared with sparse GRPO's on the same prompts. Steps to reach: the first "
-            f"step whose {SMOOTHING_WINDOW}-step average reaches sparse's final one; it compares "
-            "different prompts, so it carries the batches' differences in difficulty."
-        ),
+        f"## Held-out reward at matched KL ({AXES['kl']})",
         "",
-        "The cost of a step with each signal is measured in `benchmarks/results/training_step.md`.",
+        *_matched_table(results, "kl"),
         "",
-        "![learning curves, held-out rewards, reward against KL](comparison.png)",
+        f"## Held-out reward at matched compute: {AXES['wall_seconds']}",
+        "",
+        *_matched_table(results, "wall_seconds"),
+        "",
+        f"## Held-out reward at matched compute: {AXES['compute']}",
+        "",
+        *_matched_table(results, "compute"),
+        "",
+        "## At the final checkpoint (a fixed step count: favours conditions that move further)",
+        "",
+        *_final_table(results),
+        "",
+        "![held-out reward against KL and compute](frontier.png)",
         "",
         (
             f"Machine: {platform.machine()}, {cpu_model() or 'unknown CPU'} "
@@ -287,62 +471,40 @@ def _write_table(
     return table
 
 
-def _plot(results: dict[str, list[dict]], out: Path, seeds: int) -> None:
-    """Smoothed mean training curves; each seed's held-out rewards, joined; reward against KL.
+def _plot(results: dict[str, list[dict]], out: Path) -> None:
+    """Held-out reward against KL, wall seconds and rows + tokens: mean and 95% band over seeds.
 
-    The middle panel starts with the starting policy's held-out reward, so each seed's line shows
-    where every condition took the same policy on the same prompts. The right panel puts each run's
-    held-out gain over its starting policy against its KL to it: a condition that only moves the
-    policy further lies on the others' trend, one that moves it better lies above.
+    Each condition's runs are read on a grid up to the level all its seeds reach; the band is the
+    percentile-bootstrap 95% interval of the mean over seeds at each grid point.
     """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, (curves, finals, frontier) = plt.subplots(
-        1, 3, figsize=(17, 4.2), gridspec_kw={"width_ratios": [3, 2, 2]}
-    )
-    for name, runs in results.items():
-        length = min(len(run["learning_curve"]) for run in runs)
-        mean_curve = [
-            statistics.mean(run["learning_curve"][i] for run in runs) for i in range(length)
-        ]
-        curves.plot(
-            range(1, length + 1),
-            smoothed(mean_curve),
-            label=name,
-            linestyle="--" if name == "sparse" else "-",
-        )
-        frontier.scatter(
-            [run["kl_to_start"] for run in runs],
-            [run["objective"] - run["start_reward"] for run in runs],
-            label=name,
-            marker="s" if name.startswith("sparse") else "o",
-        )
-    columns = {"start": [run["start_reward"] for run in results["sparse"]]}
-    columns.update({name: [run["objective"] for run in runs] for name, runs in results.items()})
-    for seed in range(seeds):
-        finals.plot(
-            range(len(columns)),
-            [values[seed] for values in columns.values()],
-            marker="o",
-            alpha=0.5,
-            label=f"seed {seed}",
-        )
-    for position, values in enumerate(columns.values()):
-        finals.hlines(statistics.mean(values), position - 0.3, position + 0.3, color="black")
-    curves.set_xlabel("GRPO step")
-    curves.set_ylabel(f"training reward, mean of {seeds} seeds, {SMOOTHING_WINDOW}-step average")
-    curves.legend()
-    finals.set_xticks(range(len(columns)), list(columns), rotation=30)
-    finals.set_ylabel("held-out reward (bar: mean over seeds)")
-    finals.legend(fontsize="small")
-    frontier.axhline(0.0, color="grey", linewidth=0.8)
-    frontier.set_xlabel("KL to the starting policy (held-out completions)")
-    frontier.set_ylabel("held-out reward minus the starting policy's")
-    frontier.legend(fontsize="small")
-    figure.savefig(out / "comparison.png", dpi=110, bbox_inches="tight")
+    axes_names = list(AXES)
+    figure, axes = plt.subplots(1, len(axes_names), figsize=(6 * len(axes_names), 4.5))
+    for ax, axis in zip(axes, axes_names):
+        for name, runs in results.items():
+            paths = [path(run, axis) for run in runs]
+            reach = min(max(x for x, _ in p) for p in paths)
+            if reach <= 0:
+                continue
+            grid = np.linspace(0.0, reach, 25)
+            intervals = [bootstrap_mean([reward_at(p, x) for p in paths]) for x in grid]
+            style = {"linestyle": "--"} if name.startswith(REFERENCE) else {}
+            (line,) = ax.plot(grid, [i.mean for i in intervals], label=name, **style)
+            ax.fill_between(
+                grid,
+                [i.low for i in intervals],
+                [i.high for i in intervals],
+                color=line.get_color(),
+                alpha=0.15,
+            )
+        ax.set_xlabel(AXES[axis])
+        ax.set_ylabel("held-out reward (mean over seeds, 95% band)")
+    axes[0].legend(fontsize="small")
+    figure.savefig(out / "frontier.png", dpi=110, bbox_inches="tight")
     plt.close(figure)
 
 
@@ -354,24 +516,54 @@ def main(argv: list[str] | None = None) -> int:
         "--study",
         type=Path,
         default=None,
-        help="a finished study; adds its best weights as bo_tuned",
+        help="a finished study; adds its recommended blend (GP posterior mean) as bo_tuned",
+    )
+    parser.add_argument(
+        "--conditions",
+        default=DEFAULT_CONDITIONS,
+        help="comma-separated: sparse, abc and attribution signals (kernel_shap, lime, ...)",
+    )
+    parser.add_argument(
+        "--modes", default=",".join(MODES), help="modes each signal runs in, comma-separated"
+    )
+    parser.add_argument(
+        "--learning-rates",
+        default=DEFAULT_LEARNING_RATES,
+        help="multipliers of the config's learning rate for sparse GRPO, comma-separated",
     )
     parser.add_argument("--steps", type=int, default=None, help="replaces training.steps")
     parser.add_argument("--eval-prompts", type=int, default=None, help="replaces data.eval_prompts")
+    parser.add_argument(
+        "--checkpoints", type=int, default=None, help="replaces training.checkpoints"
+    )
+    parser.add_argument(
+        "--eval-samples", type=int, default=None, help="replaces training.eval_samples"
+    )
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     console = Console()
     out = args.out or Path("experiments/results") / Path(args.config).stem
+    command = "python -m tokenshape.experiments.compare " + " ".join(
+        sys.argv[1:] if argv is None else argv
+    )
     try:
+        conditions = build_conditions(args.conditions, args.modes, args.learning_rates)
         table = run_comparison(
             args.config,
             args.seeds,
             args.study,
             out,
             console,
+            conditions=conditions,
             steps=args.steps,
             eval_prompts=args.eval_prompts,
+            checkpoints=args.checkpoints,
+            eval_samples=args.eval_samples,
+            command=command,
         )
+    except TokenShapeError as error:
+        console.print(f"[bold red]error:[/] {error}")
+        return 2
     except KeyboardInterrupt:
         console.print(
             f"stopped: finished runs are kept in {out / 'runs'}; run the same command to continue"

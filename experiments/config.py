@@ -190,6 +190,43 @@ class TrainingConfig:
         default_factory=lambda: {"sparse": 1.0},
         metadata=_spec("blend weights of a single `tokenshape train` run (a sweep tunes them)"),
     )
+    checkpoints: int = field(
+        default=4,
+        metadata=_spec(
+            "held-out evaluations along the run (reward and KL to the starting policy), evenly "
+            "spaced in steps, the last at the final step; 1 evaluates only the final policy",
+            low=1,
+            high=1000,
+        ),
+    )
+    eval_samples: int = field(
+        default=1,
+        metadata=_spec(
+            "completions sampled per held-out prompt at each evaluation (top_k 0, top_p 1, the "
+            "training temperature: the policy's own distribution)",
+            low=1,
+            high=256,
+        ),
+    )
+    eval_seed: int = field(
+        default=0,
+        metadata=_spec(
+            "seed of held-out sampling, the same for every trial, replicate and condition "
+            "(common random numbers)",
+            low=0,
+            high=2**31 - 1,
+        ),
+    )
+    eval_prompt_offset: int = field(
+        default=0,
+        metadata=_spec(
+            "index of the first held-out prompt in the held-out split; the comparison scores on "
+            "a block after the study's, so a blend is never scored on the prompts it was "
+            "selected on",
+            low=0,
+            high=100000,
+        ),
+    )
 
 
 @dataclass
@@ -233,12 +270,40 @@ class SweepConfig:
     )
     batch_size: int = field(default=1, metadata=_spec("trials proposed at once", low=1, high=64))
     objective: str = field(
-        default="heldout_reward",
+        default="reward_at_kl",
         metadata=_spec(
-            "what a trial maximises: the mean held-out reward after training (heldout_reward) or "
-            "the mean training reward over all steps, the area under the learning curve divided "
-            "by the steps (curve_mean)",
-            choices=("heldout_reward", "curve_mean"),
+            "what a trial maximises. reward_at_kl (default): the held-out reward where the run's "
+            "KL to the starting policy reaches sweep.kl_budget, interpolated between "
+            "checkpoints (a run that never reaches it uses its last checkpoint and is flagged); "
+            "it needs training.checkpoints >= 2. It is the default because a blend that only "
+            "moves the policy further per step (dense credit did: about twice sparse GRPO's KL "
+            "at 50 steps, while sparse GRPO at twice the learning rate gained as much reward) "
+            "scores higher on a fixed step count for that reason alone. reward_minus_kl: the "
+            "final held-out reward minus sweep.kl_penalty times its KL. heldout_reward: the "
+            "final held-out reward. curve_mean: the mean training reward over all steps",
+            choices=("reward_at_kl", "reward_minus_kl", "heldout_reward", "curve_mean"),
+        ),
+    )
+    kl_budget: float = field(
+        default=0.1,
+        metadata=_spec(
+            "KL to the starting policy (nats per completion) at which reward_at_kl reads the "
+            "held-out reward, > 0",
+            low=0.0,
+            high=1000.0,
+        ),
+    )
+    kl_penalty: float = field(
+        default=1.0,
+        metadata=_spec("lambda of reward_minus_kl (reward - lambda * KL)", low=0.0, high=1000.0),
+    )
+    replicates: int = field(
+        default=1,
+        metadata=_spec(
+            "training seeds per trial (seed, seed + 1, ...: the same for every trial); the "
+            "trial's objective is their mean and their spread its noise, given to the GP",
+            low=1,
+            high=100,
         ),
     )
 
@@ -351,6 +416,18 @@ def config_from_dict(data: Mapping[str, Any]) -> ExperimentConfig:
         from tokenshape.experiments.grpo_args import check_grpo_fields
 
         config.grpo = check_grpo_fields(config.grpo)
+    if not config.sweep.kl_budget > 0:
+        raise InvalidArgumentError(
+            "sweep.kl_budget", config.sweep.kl_budget, "a KL budget > 0 (nats per completion)"
+        )
+    if config.sweep.objective == "reward_at_kl" and config.training.checkpoints < 2:
+        raise InvalidArgumentError(
+            "sweep.objective",
+            config.sweep.objective,
+            f"an objective that needs no checkpoints (training.checkpoints="
+            f"{config.training.checkpoints}; reward_at_kl reads the reward along the run and "
+            "needs training.checkpoints >= 2)",
+        )
     if config.sweep.n_initial > config.sweep.n_trials:
         raise InvalidArgumentError(
             "sweep.n_initial",

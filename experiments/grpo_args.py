@@ -102,8 +102,10 @@ def check_grpo_fields(grpo: Mapping[str, Any]) -> dict[str, Any]:
     return checked
 
 
-def grpo_config(config, output_dir: str | Path) -> Any:
+def grpo_config(config, output_dir: str | Path, *, seed: int | None = None) -> Any:
     """TRL's ``GRPOConfig`` of one inner run of ``config`` (an ``ExperimentConfig``).
+
+    ``seed`` is the run's training seed (``config.seed`` when ``None``).
 
     Raises:
         InvalidArgumentError: naming ``grpo`` when ``GRPOConfig`` refuses the combination.
@@ -121,7 +123,7 @@ def grpo_config(config, output_dir: str | Path) -> Any:
         "learning_rate": training.learning_rate,
         "beta": training.beta,
         "temperature": training.temperature,
-        "seed": config.seed,
+        "seed": config.seed if seed is None else seed,
         "logging_steps": 1,
     }
     fields = {**DEFAULTS, **check_grpo_fields(config.grpo), **owned}

@@ -1,22 +1,23 @@
-"""One inner run: train a policy with shaped rewards, then score it on held-out prompts.
+"""One inner run: train a policy with shaped rewards, scoring it on held-out prompts along the way.
 
 This is the objective the outer loop maximises (DESIGN.md section 1): ``ShapedGRPOTrainer`` for
-``training.steps`` steps, then the mean original reward-model score of completions sampled (with
-the run's seed) for the held-out prompts, or, with ``sweep.objective: curve_mean``, the mean of
-the learning curve (the training reward per step; its area divided by the steps). The run also
-records the curve, the starting policy's reward on the same prompts with the same seed, and the
-KL from the starting policy on the held-out completions.
+``training.steps`` steps, with ``training.checkpoints`` held-out evaluations along the run (reward
+and KL to the starting policy, :mod:`tokenshape.experiments.checkpoints`), then the value of
+``sweep.objective``: the held-out reward at the KL budget, the final reward minus a KL penalty,
+the final held-out reward, or the mean of the training-reward curve. The run records the
+checkpoints, the curve, the starting policy's evaluation and its full specification
+(:mod:`tokenshape.experiments.runs`).
+
+:class:`InnerRun` is the run built from objects (a user's policy, reward and prompts);
+:func:`run_inner` is the run a config describes.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import statistics
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,16 +26,26 @@ from transformers import TrainerCallback
 from transformers.trainer_callback import PrinterCallback
 
 from tokenshape.errors import InvalidArgumentError
+from tokenshape.experiments.checkpoints import (
+    Checkpoint,
+    CheckpointCallback,
+    HeldOutEvaluator,
+    checkpoint_steps,
+    reward_at_kl,
+    start_evaluation,
+)
 from tokenshape.experiments.config import ExperimentConfig
 from tokenshape.experiments.grpo_args import grpo_config
 from tokenshape.experiments.prompts import load_prompts
+from tokenshape.experiments.quiet import quiet_libraries
+from tokenshape.experiments.runs import RESULT_FILE, run_spec, write_json
 from tokenshape.experiments.sources import load_policy_source, load_reward
 from tokenshape.reward import RewardFn
 from tokenshape.shaped_reward import ShapedReward
 from tokenshape.shaping.params import ShapingParams
 from tokenshape.tuning.optimizer import ObjectiveResult
 
-__all__ = ["InnerRun", "StepProgress", "run_inner"]
+__all__ = ["InnerRun", "StepProgress", "objective_value", "run_inner"]
 
 #: ``(step, total_steps)`` after each optimizer step.
 StepProgress = Callable[[int, int], None]
@@ -49,105 +60,41 @@ class _Steps(TrainerCallback):
             self.progress(state.global_step, state.max_steps)
 
 
-@dataclass
-class _HeldOut:
-    """Completions of the trained policy on the held-out prompts, and how they score.
+def objective_value(
+    config: ExperimentConfig,
+    start_reward: float,
+    checkpoints: list[Checkpoint],
+    curve: list[float],
+) -> tuple[float, bool | None]:
+    """The value of ``config.sweep.objective`` for one run.
 
-    ``start_reward`` is the starting policy's mean reward on the same prompts, sampled with the
-    same seed: the level the run is measured against.
+    Returns:
+        ``(value, reached)``: ``reached`` says whether the run reached ``sweep.kl_budget``
+        (``None`` for the objectives that have no budget).
     """
-
-    mean_reward: float
-    start_reward: float
-    kl_to_start: float
-    samples: list[tuple[str, str, float]]
-
-
-@dataclass
-class _Sampled:
-    """One seeded completion per prompt: ``ids`` and ``mask`` are ``B x (P + C)``."""
-
-    ids: torch.Tensor
-    mask: torch.Tensor
-    prompt_len: int
-    texts: list[str]
-    rewards: torch.Tensor
-
-
-def _sequence_log_probs(
-    model, ids: torch.Tensor, mask: torch.Tensor, prompt_len: int
-) -> torch.Tensor:
-    """Sum of the log-probabilities of each row's completion tokens: ``B``."""
-    with torch.inference_mode():
-        logits = model(input_ids=ids, attention_mask=mask).logits[:, prompt_len - 1 : -1].float()
-    targets = ids[:, prompt_len:]
-    log_probs = torch.log_softmax(logits, dim=-1).gather(2, targets[..., None]).squeeze(-1)
-    return (log_probs * mask[:, prompt_len:]).sum(dim=1)
-
-
-def _sample_and_score(config, model, tokenizer, reward: RewardFn, prompts: list[str]) -> _Sampled:
-    """Sample one completion per prompt with the run's seed and score it with ``reward``."""
-    from tokenshape.encoding import encode_pairs
-
-    model.eval()
-    tokenizer.padding_side = "left"
-    batch = tokenizer(prompts, return_tensors="pt", padding=True)
-    with torch.random.fork_rng():
-        torch.manual_seed(config.seed)
-        with torch.inference_mode():
-            out = model.generate(
-                **batch,
-                max_new_tokens=config.training.max_completion_length,
-                do_sample=True,
-                temperature=config.training.temperature,
-                pad_token_id=tokenizer.pad_token_id,
-            )
-    prompt_len = batch["input_ids"].shape[1]
-    completion = out[:, prompt_len:]
-    # Tokens after the first end-of-sequence are not part of the completion.
-    ended = (completion == tokenizer.eos_token_id).cumsum(dim=1)
-    completion_mask = (ended == 0) | ((ended == 1) & (completion == tokenizer.eos_token_id))
-    texts = [
-        tokenizer.decode(row[keep], skip_special_tokens=True)
-        for row, keep in zip(completion, completion_mask)
-    ]
-    rm_tokenizer = reward.tokenizer
-    encoded = encode_pairs(
-        rm_tokenizer, prompts, texts, max_length=getattr(rm_tokenizer, "model_max_length", None)
-    )
-    with torch.inference_mode():
-        rewards = reward(encoded.input_ids, encoded.attention_mask).double().cpu()
-    mask = torch.cat([batch["attention_mask"], completion_mask.long()], dim=1)
-    return _Sampled(out, mask, prompt_len, texts, rewards)
-
-
-def _evaluate(
-    config, policy, start_policy, tokenizer, reward: RewardFn, prompts: list[str]
-) -> _HeldOut:
-    """Score the trained and the starting policy on the held-out prompts; KL on the former's samples."""
-    trained = _sample_and_score(config, policy, tokenizer, reward, prompts)
-    start = _sample_and_score(config, start_policy, tokenizer, reward, prompts)
-    kls = _sequence_log_probs(
-        policy, trained.ids, trained.mask, trained.prompt_len
-    ) - _sequence_log_probs(start_policy, trained.ids, trained.mask, trained.prompt_len)
-    samples = [(p, t, float(r)) for p, t, r in zip(prompts, trained.texts, trained.rewards)]
-    return _HeldOut(
-        float(trained.rewards.mean()), float(start.rewards.mean()), float(kls.mean()), samples
-    )
+    sweep, final = config.sweep, checkpoints[-1]
+    if sweep.objective == "reward_at_kl":
+        return reward_at_kl(start_reward, checkpoints, sweep.kl_budget)
+    if sweep.objective == "reward_minus_kl":
+        return final.reward_mean - sweep.kl_penalty * final.kl, None
+    if sweep.objective == "heldout_reward":
+        return final.reward_mean, None
+    return statistics.fmean(curve), None
 
 
 class InnerRun:
     """One inner run of a setting: train a fresh copy of the policy with given blend weights for
-    ``training.steps`` steps, then score it on the held-out prompts.
+    ``training.steps`` steps, evaluating it on the held-out prompts along the way.
 
     An instance is the objective :func:`tokenshape.tuning.tune_shaping` maximises: calling it
     with :class:`ShapingParams` returns an :class:`ObjectiveResult`. Every call starts from the
-    same policy, prompts and seed, so trials differ only in their weights.
+    same policy and prompts, and samples the held-out completions with the same seed, so trials
+    differ only in their weights and training seed.
 
     Args:
         config: the run's settings; its ``training``, ``attribution``, ``grpo``, ``seed`` and
-            ``sweep.objective`` are read (its ``policy``, ``reward`` and ``data`` sections are
-            not: the objects below take their place). Build it with
+            ``sweep`` are read (its ``policy``, ``reward`` and ``data`` sections are not: the
+            objects below take their place). Build it with
             :func:`tokenshape.experiments.config.config_from_dict` to have it validated.
         policy: the starting policy: a folder holding a causal LM (or a hub id), or a model
             object. A model object is saved under ``output_dir / "policy_start"`` at every call,
@@ -198,13 +145,14 @@ class InnerRun:
     def from_config(cls, config: ExperimentConfig) -> InnerRun:
         """The run a config describes: its policy, reward model and prompts, loaded."""
         policy, tokenizer = load_policy_source(config)
+        train_prompts, eval_prompts = load_prompts(config, tokenizer)
         return cls(
             config,
             policy=policy,
             tokenizer=tokenizer,
             reward=load_reward(config, tokenizer),
-            train_prompts=(prompts := load_prompts(config, tokenizer))[0],
-            eval_prompts=prompts[1],
+            train_prompts=train_prompts,
+            eval_prompts=eval_prompts,
         )
 
     def _start(self, folder: Path) -> str:
@@ -222,12 +170,14 @@ class InnerRun:
         *,
         output_dir: str | Path | None = None,
         progress: StepProgress | None = None,
+        seed: int | None = None,
+        start_cache: str | Path | None = None,
     ) -> ObjectiveResult:
-        """Train with ``params`` and return the objective, with the curve, the KL and the rewards.
+        """Train with ``params`` and return the objective, with the checkpoints, curve and KL.
 
-        The objective is ``config.sweep.objective``: the held-out mean reward, or the mean
-        training reward over the steps. ``info`` holds both rewards, the starting policy's
-        held-out reward and the KL, whichever is the objective.
+        ``info`` holds the final held-out reward and KL with their standard errors, the starting
+        policy's reward, the checkpoints, the compute spent and whether the KL budget was
+        reached, whichever is the objective.
 
         Args:
             params: the blend weights of this run.
@@ -235,72 +185,117 @@ class InnerRun:
                 the starting policy when it was given as an object); ``None``: a temporary
                 folder, removed when the run returns.
             progress: called as ``progress(step, total_steps)`` after each training step.
+            seed: the training seed (sampling, data order, attribution sampling);
+                ``config.seed`` when ``None``. The starting policy, the prompts and the held-out
+                sampling do not depend on it.
+            start_cache: a JSON file keeping the starting policy's held-out evaluation, shared
+                by every run of a study (None: evaluate it in this run).
         """
         if output_dir is None:
             with tempfile.TemporaryDirectory(prefix="tokenshape-run-") as folder:
-                return self(params, output_dir=folder, progress=progress)
+                return self(
+                    params, output_dir=folder, progress=progress, seed=seed, start_cache=start_cache
+                )
+        with quiet_libraries():
+            return self._run(
+                params,
+                folder=Path(output_dir),
+                progress=progress,
+                seed=self.config.seed if seed is None else seed,
+                start_cache=None if start_cache is None else Path(start_cache),
+            )
+
+    def _run(
+        self,
+        params: ShapingParams,
+        *,
+        folder: Path,
+        progress: StepProgress | None,
+        seed: int,
+        start_cache: Path | None,
+    ) -> ObjectiveResult:
+        """The body of :meth:`__call__`, run inside :func:`quiet_libraries`."""
         from datasets import Dataset
         from transformers import AutoModelForCausalLM
 
         from tokenshape.integrations.trl import ShapedGRPOTrainer, TokenShapeConfig
 
-        config = self.config
-        folder = Path(output_dir)
+        config, training = self.config, self.config.training
         folder.mkdir(parents=True, exist_ok=True)
         started = time.perf_counter()
-        torch.manual_seed(config.seed)
+        torch.manual_seed(seed)
         start_path = self._start(folder)
         policy = AutoModelForCausalLM.from_pretrained(start_path, dtype=torch.float32)
         if policy.config.pad_token_id is None:
             policy.config.pad_token_id = self.tokenizer.pad_token_id
-        tokenizer, reward = self.tokenizer, self.reward
         attribution = config.attribution
         shaped = ShapedReward(
-            reward,
+            self.reward,
             ShapingParams(params.weights, normalization=attribution.normalization),
             budget=attribution.budget,
-            seed=config.seed,
+            seed=seed,
             unit=attribution.unit,
             masking=attribution.masking,
             name="shaped_reward",
         )
+        start_policy = type(policy).from_pretrained(start_path).eval()
+        evaluator = HeldOutEvaluator(
+            self.reward,
+            self.tokenizer,
+            self.eval_prompts,
+            samples=training.eval_samples,
+            seed=training.eval_seed,
+            max_new_tokens=training.max_completion_length,
+            temperature=training.temperature,
+        )
+        start = start_evaluation(evaluator, start_policy, cache=start_cache)
+        checkpoints = CheckpointCallback(
+            evaluator,
+            start_policy,
+            steps=checkpoint_steps(training.steps, training.checkpoints),
+            batch_size=training.batch_size,
+        )
         trainer = ShapedGRPOTrainer(
             model=policy,
             reward_funcs=[shaped],
-            args=grpo_config(config, folder / "trainer"),
+            args=grpo_config(config, folder / "trainer", seed=seed),
             train_dataset=Dataset.from_dict({"prompt": self.train_prompts}),
-            processing_class=tokenizer,
-            shaping_config=TokenShapeConfig(mode=config.training.mode),
-            callbacks=[_Steps(progress)],
+            processing_class=self.tokenizer,
+            shaping_config=TokenShapeConfig(mode=training.mode),
+            callbacks=[_Steps(progress), checkpoints],
         )
         # Progress is reported through ``progress``; the trainer's own printing of every log is off.
         trainer.remove_callback(PrinterCallback)
         trainer.train()
-        train_seconds = time.perf_counter() - started
         curve = [float(entry["reward"]) for entry in trainer.state.log_history if "reward" in entry]
-        start_policy = type(policy).from_pretrained(start_path)
-        held_out = _evaluate(
-            config, trainer.model, start_policy, tokenizer, reward, self.eval_prompts
-        )
-        value = (
-            held_out.mean_reward
-            if config.sweep.objective == "heldout_reward"
-            else statistics.fmean(curve)
-        )
+        final = checkpoints.checkpoints[-1]
+        value, reached = objective_value(config, start.reward_mean, checkpoints.checkpoints, curve)
         info = {
-            "heldout_reward": held_out.mean_reward,
-            "start_reward": held_out.start_reward,
-            "kl_to_start": held_out.kl_to_start,
-            "train_seconds": round(train_seconds, 1),
+            "heldout_reward": final.reward_mean,
+            "heldout_reward_sem": final.reward_sem,
+            "start_reward": start.reward_mean,
+            "start_reward_sem": start.reward_sem,
+            "kl_to_start": final.kl,
+            "kl_sem": final.kl_sem,
+            "kl_budget_reached": reached,
+            "train_seconds": round(final.wall_seconds, 1),
+            "reward_rows": final.reward_rows,
+            "policy_tokens": final.policy_tokens,
             "seconds": round(time.perf_counter() - started, 1),
+            "seed": seed,
             "weights": dict(params.weights),
+            "checkpoints": [c.to_dict() for c in checkpoints.checkpoints],
         }
-        record = {"objective": value, "learning_curve": curve, **info, "samples": held_out.samples}
-        # Written beside and moved into place: a run killed while writing leaves no half file, so a
-        # resumed comparison never reads one.
-        staging = folder / "result.json.writing"
-        staging.write_text(json.dumps(record, indent=2))
-        os.replace(staging, folder / "result.json")
+        record = {
+            "spec": run_spec(config, params, seed),
+            "objective": value,
+            "learning_curve": curve,
+            **info,
+            "samples": checkpoints.last_samples,
+        }
+        # Written beside and moved into place: a run killed while writing leaves no half file, so
+        # a resumed job never reads one.
+        write_json(folder / RESULT_FILE, record)
         return ObjectiveResult(value=value, learning_curve=curve, info=info)
 
 
@@ -310,6 +305,8 @@ def run_inner(
     *,
     output_dir: str | Path,
     progress: StepProgress | None = None,
+    seed: int | None = None,
+    start_cache: str | Path | None = None,
 ) -> ObjectiveResult:
     """One inner run of ``config`` with ``params``: :class:`InnerRun` loaded from the config.
 
@@ -319,5 +316,10 @@ def run_inner(
         output_dir: where the run writes its files (``result.json``, the starting policy of a
             tiny run).
         progress: called as ``progress(step, total_steps)`` after each training step.
+        seed: the training seed; ``config.seed`` when ``None`` (see :meth:`InnerRun.__call__`).
+        start_cache: a JSON file keeping the starting policy's held-out evaluation, shared by
+            every run of a study.
     """
-    return InnerRun.from_config(config)(params, output_dir=output_dir, progress=progress)
+    with quiet_libraries():
+        run = InnerRun.from_config(config)
+    return run(params, output_dir=output_dir, progress=progress, seed=seed, start_cache=start_cache)

@@ -24,6 +24,7 @@ from tokenshape.experiments.config import BUILTIN_PROMPTS, DataConfig, Experimen
 __all__ = [
     "IMDB_EVAL_PROMPTS",
     "IMDB_TRAIN_PROMPTS",
+    "heldout_block",
     "load_prompts",
     "read_prompt_rows",
     "read_rows",
@@ -183,12 +184,23 @@ def _as_text(prompt: Prompt, tokenizer: Any, field: str) -> str:
     return text[len(bos) :] if adds_bos and text.startswith(bos) else text
 
 
-def _first(prompts: list[str], n: int | None, field: str, source: str) -> list[str]:
+def _first(
+    prompts: list[str], n: int | None, field: str, source: str, *, offset: int = 0
+) -> list[str]:
+    """Prompts ``offset .. offset + n - 1`` (to the end when ``n`` is None)."""
+    if offset >= len(prompts):
+        raise InvalidArgumentError(
+            "training.eval_prompt_offset",
+            offset,
+            f"an offset below the {len(prompts)} held-out prompts of {source}",
+        )
     if n is None:
-        return prompts
-    if n > len(prompts):
-        raise InvalidArgumentError(field, n, f"at most the {len(prompts)} prompts of {source}")
-    return prompts[:n]
+        return prompts[offset:]
+    if offset + n > len(prompts):
+        raise InvalidArgumentError(
+            field, n, f"at most the {len(prompts) - offset} prompts of {source} after {offset}"
+        )
+    return prompts[offset : offset + n]
 
 
 def _split(prompts: list[str], data: DataConfig, seed: int) -> tuple[list[str], list[str]]:
@@ -205,6 +217,25 @@ def _split(prompts: list[str], data: DataConfig, seed: int) -> tuple[list[str], 
     return [prompts[i] for i in order[n_eval:]], [prompts[i] for i in order[:n_eval]]
 
 
+def heldout_block(config: ExperimentConfig) -> tuple[str, int, int | None]:
+    """Where the held-out prompts of ``config`` come from: ``(source, first, stop)``.
+
+    ``source`` is ``"imdb"``, the eval file, or ``"<train file> split"``; prompts ``first ..
+    stop - 1`` of it are scored (``stop`` None: to the end). Two configs score on disjoint prompts
+    when their sources differ or their ranges do not meet.
+    """
+    data = config.data
+    first = config.training.eval_prompt_offset
+    if data.eval is None and data.train not in BUILTIN_PROMPTS:
+        source = f"{data.train} split"
+    else:
+        source = data.eval or data.train
+    count = data.eval_prompts
+    if count is None and source in BUILTIN_PROMPTS:
+        count = IMDB_EVAL_PROMPTS
+    return source, first, None if count is None else first + count
+
+
 def load_prompts(config: ExperimentConfig, tokenizer: Any) -> tuple[list[str], list[str]]:
     """The training and the held-out prompts of ``config``, as text for ``tokenizer``'s policy.
 
@@ -217,15 +248,23 @@ def load_prompts(config: ExperimentConfig, tokenizer: Any) -> tuple[list[str], l
     from tokenshape.models.data import review_openings
 
     data = config.data
+    # Held-out prompts start at training.eval_prompt_offset, so a study and a comparison can score
+    # on disjoint blocks of the same source.
+    offset = config.training.eval_prompt_offset
 
-    def prompts_of(source: str, field: str, split: str, n: int | None) -> list[str]:
-        """The first ``n`` prompts of ``source``; IMDB openings come from ``split``."""
+    def prompts_of(source: str, field: str, split: str, n: int | None, offset: int) -> list[str]:
+        """``n`` prompts of ``source`` from ``offset`` on; IMDB openings come from ``split``."""
         if source in BUILTIN_PROMPTS:
             default = IMDB_TRAIN_PROMPTS if split == "train" else IMDB_EVAL_PROMPTS
-            return review_openings(
-                tokenizer, n or default, data.prompt_tokens, split=split, seed=config.seed
+            openings = review_openings(
+                tokenizer,
+                offset + (n or default),
+                data.prompt_tokens,
+                split=split,
+                seed=config.seed,
             )
-        return _first(read(source, field), n, f"{field}_prompts", source)
+            return openings[offset:]
+        return _first(read(source, field), n, f"{field}_prompts", source, offset=offset)
 
     def read(source: str, field: str) -> list[str]:
         rows = read_prompt_rows(source, column=data.prompt_column, field=field)
@@ -235,10 +274,10 @@ def load_prompts(config: ExperimentConfig, tokenizer: Any) -> tuple[list[str], l
         train, held_out = _split(read(data.train, "data.train"), data, config.seed)
         return (
             _first(train, data.train_prompts, "data.train_prompts", data.train),
-            _first(held_out, data.eval_prompts, "data.eval_prompts", data.train),
+            _first(held_out, data.eval_prompts, "data.eval_prompts", data.train, offset=offset),
         )
     # Without data.eval the training prompts are IMDB's, and so are the held-out ones.
     return (
-        prompts_of(data.train, "data.train", "train", data.train_prompts),
-        prompts_of(data.eval or data.train, "data.eval", "heldout", data.eval_prompts),
+        prompts_of(data.train, "data.train", "train", data.train_prompts, 0),
+        prompts_of(data.eval or data.train, "data.eval", "heldout", data.eval_prompts, offset),
     )

@@ -46,7 +46,7 @@ def test_sweep_writes_a_study_and_a_report_and_resumes_without_rerunning(tmp_pat
     assert yaml.safe_load(first)["weights"] == {"sparse": 1.0, "kernel_shap": 0.0}
     report = (study / "report.html").read_text()
     assert report.count("data:image/png;base64,") >= 2
-    assert "Best trial" in report and "w_kernel_shap" in report
+    assert "What this study can tell" in report and "w_kernel_shap" in report
     assert yaml.safe_load((study / "config.yaml").read_text())["name"] == "tiny"
     started = (study / "study.log").read_text().count("trial started")
     assert started == 3

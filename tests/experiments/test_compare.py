@@ -1,111 +1,289 @@
-"""The comparison script on the tiny config: a table and a plot, and finished runs not repeated."""
+"""The comparison on the frontier: conditions parsed, matched-level reading, paired bootstrap
+tables, a frontier figure, resumption by spec, and a tuned blend chosen by posterior mean."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
+import yaml
 from rich.console import Console
 
 from tokenshape.errors import InvalidArgumentError
-from tokenshape.experiments.compare import Condition, run_comparison, smoothed, steps_to_reach
+from tokenshape.experiments import compare
+from tokenshape.experiments.compare import Condition, build_conditions, run_comparison
+from tokenshape.experiments.config import config_to_dict, load_config
+from tokenshape.experiments.frontier import bootstrap_mean, matched_levels, path, reward_at
+from tokenshape.experiments.runs import RunMismatchError, run_spec, write_json
+from tokenshape.shaping.params import ShapingParams
+from tokenshape.tuning.store import TrialStore
 
 
-def test_steps_to_reach():
-    assert steps_to_reach([0.1, 0.3, 0.2, 0.5], 0.25) == 2
-    assert steps_to_reach([0.1, 0.2], 0.25) is None
+def test_default_conditions_cover_the_sparse_frontier_and_every_mode():
+    built = build_conditions()
+    assert list(built)[:3] == ["sparse_lr0.5", "sparse", "sparse_lr2"]
+    assert built["sparse_lr2"].learning_rate_scale == 2.0
+    assert built["abc"].weights == {"attention": 0.5, "sparse": 0.5}
+    for signal in ("kernel_shap", "lime"):
+        for mode in ("weight", "reward_to_go", "hybrid"):
+            assert built[f"{signal}.{mode}"] == Condition({signal: 1.0}, mode=mode)
 
 
-def test_smoothed_is_a_trailing_mean():
-    assert smoothed([1.0, 3.0, 5.0, 7.0], window=2) == [1.0, 2.0, 4.0, 6.0]
-    assert smoothed([2.0, 4.0], window=5) == [2.0, 3.0]
-    with pytest.raises(InvalidArgumentError, match="window"):
-        smoothed([1.0], window=0)
+@pytest.mark.parametrize(
+    "arguments, field",
+    [
+        (("sparse,shapley",), "--conditions"),
+        (("kernel_shap",), "--conditions"),
+        (("sparse,sparse",), "--conditions"),
+        (("sparse", "weight,dense"), "--modes"),
+        (("sparse", "weight", "1,fast"), "--learning-rates"),
+        (("sparse", "weight", "1,-2"), "--learning-rates"),
+        (("sparse", "weight", "0.5,2"), "--learning-rates"),
+        (("sparse", "weight", ""), "--learning-rates"),
+    ],
+)
+def test_conditions_that_do_not_parse_name_the_field(arguments, field):
+    with pytest.raises(InvalidArgumentError) as raised:
+        build_conditions(*arguments)
+    assert raised.value.name == field
 
 
-def test_comparison_writes_a_table_and_resumes(tmp_path):
+def _run(start, points):
+    """A run record from (kl, wall, rows, tokens, reward) checkpoints."""
+    return {
+        "start_reward": start,
+        "checkpoints": [
+            {
+                "kl": kl,
+                "wall_seconds": wall,
+                "reward_rows": rows,
+                "policy_tokens": tokens,
+                "reward_mean": reward,
+            }
+            for kl, wall, rows, tokens, reward in points
+        ],
+    }
+
+
+def test_reward_is_read_at_a_level_by_interpolation_and_never_extrapolated():
+    run = _run(1.0, [(0.2, 10.0, 8, 100, 2.0), (0.4, 20.0, 16, 200, 4.0)])
+    assert reward_at(path(run, "kl"), 0.1) == pytest.approx(1.5)
+    assert reward_at(path(run, "kl"), 0.3) == pytest.approx(3.0)
+    assert reward_at(path(run, "kl"), 0.5) is None
+    assert reward_at(path(run, "wall_seconds"), 15.0) == pytest.approx(3.0)
+    assert reward_at(path(run, "compute"), 54.0) == pytest.approx(1.5)
+    with pytest.raises(InvalidArgumentError, match="axis"):
+        path(run, "steps")
+
+
+def test_matched_levels_are_reached_by_every_condition_on_most_seeds():
+    fast = [_run(0.0, [(1.0, 1, 1, 1, 1.0)]), _run(0.0, [(3.0, 1, 1, 1, 1.0)])]
+    slow = [_run(0.0, [(0.6, 1, 1, 1, 1.0)]), _run(0.0, [(0.6, 1, 1, 1, 1.0)])]
+    assert matched_levels({"a": fast, "b": slow}, "kl") == pytest.approx([0.2, 0.4, 0.6])
+
+
+def test_bootstrap_interval_brackets_the_mean_and_counts_missing_values():
+    interval = bootstrap_mean([1.0, 2.0, None, 3.0, 6.0])
+    assert interval.mean == pytest.approx(3.0)
+    assert interval.low < 3.0 < interval.high
+    assert interval.low >= 1.0 and interval.high <= 6.0
+    assert (interval.n, interval.total) == (4, 5)
+    assert "4/5 seeds" in interval.text()
+    assert bootstrap_mean([None, None]).text() == "not reached (0/2)"
+    single = bootstrap_mean([2.5])
+    assert (single.low, single.mean, single.high) == (2.5, 2.5, 2.5)
+
+
+class FakeInnerRun:
+    """Writes a run as the real inner run does; a condition's reward is 5 x its KL, which grows
+    with the learning rate and with dense credit. Raises KeyboardInterrupt at call
+    ``interrupt_at``."""
+
+    def __init__(self, interrupt_at=None):
+        self.calls = []
+        self.interrupt_at = interrupt_at
+
+    def __call__(self, config, params, *, output_dir, seed, start_cache, progress=None):
+        output_dir = Path(output_dir)
+        self.calls.append(output_dir.name)
+        if len(self.calls) == self.interrupt_at:
+            raise KeyboardInterrupt
+        output_dir.mkdir(parents=True, exist_ok=True)
+        speed = config.training.learning_rate / 1e-3 * (1.0 if "sparse" in params.weights else 2)
+        steps = config.training.steps
+        checkpoints = [
+            {
+                "step": s,
+                "kl": 0.1 * speed * s,
+                "wall_seconds": 2.0 * s,
+                "reward_rows": 4 * s,
+                "policy_tokens": 30 * s,
+                "reward_mean": 0.5 * speed * s,
+                "reward_sem": 0.1,
+                "kl_sem": 0.01,
+            }
+            for s in range(1, steps + 1)
+        ]
+        write_json(
+            output_dir / "result.json",
+            {
+                "spec": run_spec(config, params, seed),
+                "objective": checkpoints[-1]["reward_mean"],
+                "heldout_reward": checkpoints[-1]["reward_mean"],
+                "start_reward": 0.0,
+                "kl_to_start": checkpoints[-1]["kl"],
+                "checkpoints": checkpoints,
+                "learning_rate": config.training.learning_rate,
+                "mode": config.training.mode,
+                "eval_offset": config.training.eval_prompt_offset,
+                "seed": seed,
+            },
+        )
+
+
+CONDITIONS = {
+    "sparse": Condition({"sparse": 1.0}),
+    "sparse_lr2": Condition({"sparse": 1.0}, learning_rate_scale=2.0),
+    "kernel_shap.hybrid": Condition({"kernel_shap": 1.0}, mode="hybrid"),
+}
+
+
+def test_tables_figure_and_a_balanced_resume(tmp_path, monkeypatch):
+    first = FakeInnerRun(interrupt_at=2)
+    monkeypatch.setattr(compare, "run_inner", first)
+    with pytest.raises(KeyboardInterrupt):
+        run_comparison(
+            "tiny", 2, None, tmp_path, Console(quiet=True), conditions=CONDITIONS, steps=4
+        )
+    second = FakeInnerRun()
+    monkeypatch.setattr(compare, "run_inner", second)
+    table = run_comparison(
+        "tiny", 2, None, tmp_path, Console(quiet=True), conditions=CONDITIONS, steps=4
+    )
+    # Seed by seed; the finished sparse run of seed 0 is kept.
+    assert second.calls == [
+        "sparse_lr2-seed0",
+        "kernel_shap.hybrid-seed0",
+        "sparse-seed1",
+        "sparse_lr2-seed1",
+        "kernel_shap.hybrid-seed1",
+    ]
+    runs = {p.parent.name: json.loads(p.read_text()) for p in tmp_path.glob("runs/*/result.json")}
+    assert runs["sparse_lr2-seed0"]["learning_rate"] == pytest.approx(2e-3)
+    assert runs["kernel_shap.hybrid-seed0"]["mode"] == "hybrid"
+    assert runs["sparse-seed0"]["mode"] == "weight"
+    assert {r["eval_offset"] for r in runs.values()} == {compare.FINAL_EVAL_OFFSET}
+    assert runs["sparse-seed1"]["seed"] == runs["sparse-seed0"]["seed"] + 1 >= 1000
+    text = table.read_text()
+    for heading in ("matched KL", "training wall-clock seconds", "reward-model rows + policy"):
+        assert heading in text
+    # At matched KL every condition here lies on one line (reward = 5 x KL):
+    # no difference to sparse, whatever its speed. At matched compute the faster ones lead.
+    kl_section = text.split("## Held-out reward at matched KL")[1].split("##")[0]
+    row = next(line for line in kl_section.splitlines() if line.startswith("| kernel_shap."))
+    assert row.count("+0.000 [+0.000, +0.000]") == 3
+    wall_section = text.split("training wall-clock seconds")[1].split("##")[0]
+    row = next(line for line in wall_section.splitlines() if line.startswith("| sparse_lr2 |"))
+    assert "minus" not in row and row.count("+0.") >= 3 and "+0.000 [" not in row
+    assert (tmp_path / "frontier.png").stat().st_size > 1000
+    assert "paired t-test p" in text and "Machine:" in text
+
+
+def test_a_finished_run_of_another_spec_is_refused_before_training(tmp_path, monkeypatch):
+    fake = FakeInnerRun()
+    monkeypatch.setattr(compare, "run_inner", fake)
+    run_comparison("tiny", 1, None, tmp_path, Console(quiet=True), conditions=CONDITIONS, steps=3)
+    assert len(fake.calls) == 3
+    with pytest.raises(RunMismatchError, match="training.steps: 3 -> 4"):
+        run_comparison(
+            "tiny", 2, None, tmp_path, Console(quiet=True), conditions=CONDITIONS, steps=4
+        )
+    assert len(fake.calls) == 3
+
+
+def test_main_reports_bad_input_before_training(tmp_path, capsys, monkeypatch):
+    fake = FakeInnerRun()
+    monkeypatch.setattr(compare, "run_inner", fake)
+    argv = ["--config", "tiny", "--out", str(tmp_path), "--learning-rates", "1,x"]
+    assert compare.main(argv) == 2
+    assert "--learning-rates" in capsys.readouterr().out
+    assert compare.main(["--config", "tiny", "--out", str(tmp_path), "--seeds", "0"]) == 2
+    assert compare.main(["--config", "tiny", "--out", str(tmp_path), "--checkpoints", "1"]) == 2
+    assert fake.calls == [] and not (tmp_path / "runs").exists()
+
+
+def _study(folder: Path, *, offset: int = 0):
+    """A study whose luckiest observation is not its recommendation (see test_surrogate)."""
+    data = config_to_dict(load_config("tiny"))
+    data["training"]["mode"] = "reward_to_go"
+    data["training"]["eval_prompt_offset"] = offset
+    folder.mkdir(parents=True)
+    (folder / "config.yaml").write_text(yaml.safe_dump(data))
+    values = {w: [w - 0.6, w, w + 0.6] for w in (0.0, 0.1, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)}
+    values[0.2] = [0.7, 1.3, 1.9]
+    with TrialStore(folder) as store:
+        store.define_study(signals=["sparse", "kernel_shap"], seed=0)
+        for w, replicates in values.items():
+            params = ShapingParams({"sparse": 1.0 - w, "kernel_shap": w})
+            (trial,) = store.add_trials([params], seeds=[0])
+            store.start_trial(trial.id)
+            store.complete_trial(
+                trial.id, objective=sum(replicates) / 3, replicate_values=replicates
+            )
+
+
+def test_the_tuned_blend_is_the_posterior_mean_recommendation_in_the_study_mode(
+    tmp_path, monkeypatch
+):
+    _study(tmp_path / "study")
+    fake = FakeInnerRun()
+    monkeypatch.setattr(compare, "run_inner", fake)
+    table = run_comparison(
+        "tiny",
+        1,
+        tmp_path / "study",
+        tmp_path / "out",
+        Console(quiet=True),
+        conditions={"sparse": Condition({"sparse": 1.0})},
+        steps=2,
+    )
+    tuned = json.loads((tmp_path / "out/runs/bo_tuned-seed0/result.json").read_text())
+    assert tuned["spec"]["weights"]["kernel_shap"] >= 0.7  # not the lucky 0.2
+    assert tuned["mode"] == "reward_to_go"
+    assert "highest GP posterior mean" in table.read_text()
+
+
+def test_a_study_scored_on_the_final_prompts_is_refused(tmp_path):
+    _study(tmp_path / "study", offset=compare.FINAL_EVAL_OFFSET + 3)
+    with pytest.raises(InvalidArgumentError, match="--study"):
+        run_comparison(
+            "tiny", 1, tmp_path / "study", tmp_path / "out", Console(quiet=True), steps=2
+        )
+
+
+def test_a_real_tiny_comparison_end_to_end(tmp_path):
     conditions = {
         "sparse": Condition({"sparse": 1.0}),
-        "kernel_shap": Condition({"kernel_shap": 1.0}),
-        "sparse_lr3x": Condition({"sparse": 1.0}, learning_rate_scale=3.0),
+        "kernel_shap.reward_to_go": Condition({"kernel_shap": 1.0}, mode="reward_to_go"),
     }
     table = run_comparison(
-        "tiny", 2, None, tmp_path, Console(), conditions=conditions, steps=3, eval_prompts=5
+        "tiny",
+        1,
+        None,
+        tmp_path,
+        Console(quiet=True),
+        conditions=conditions,
+        steps=2,
+        eval_prompts=3,
     )
     text = table.read_text()
-    assert "| sparse |" in text and "| kernel_shap |" in text
-    assert "| sparse_lr3x | sparse 1.00; learning rate x3 |" in text
-    assert "--steps 3 --eval-prompts 5" in text
-    assert "starting policy scores" in text
-    assert (tmp_path / "comparison.png").stat().st_size > 1000
-    results = sorted((tmp_path / "runs").glob("*/result.json"))
-    assert len(results) == 6
-    for path in results:
-        run = json.loads(path.read_text())
-        assert len(run["learning_curve"]) == 3
-        assert len(run["samples"]) == 5
-    stamps = [path.stat().st_mtime_ns for path in results]
-    run_comparison(
-        "tiny", 2, None, tmp_path, Console(), conditions=conditions, steps=3, eval_prompts=5
-    )
-    assert [path.stat().st_mtime_ns for path in results] == stamps
-
-
-def test_comparison_refuses_bad_arguments(tmp_path):
-    with pytest.raises(InvalidArgumentError, match="training.steps"):
-        run_comparison("tiny", 1, None, tmp_path, Console(), steps=0)
-    with pytest.raises(InvalidArgumentError, match="seeds"):
-        run_comparison("tiny", 0, None, tmp_path, Console())
-    with pytest.raises(InvalidArgumentError, match="sparse"):
-        run_comparison(
-            "tiny", 1, None, tmp_path, Console(), conditions={"lime": Condition({"lime": 1.0})}
-        )
-    assert not (tmp_path / "runs").exists()
-
-
-def test_ctrl_c_keeps_finished_runs_and_the_rerun_continues(tmp_path, monkeypatch, capsys):
-    from tokenshape.experiments import compare
-
-    calls: list[str] = []
-    learning_rates: dict[str, float] = {}
-
-    def fake_run_inner(config, params, *, output_dir, progress=None):
-        calls.append(f"{output_dir.name}")
-        learning_rates[output_dir.name] = config.training.learning_rate
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        curve = [0.1 * step for step in range(1, config.training.steps + 1)]
-        result = {
-            "objective": float(len(calls)),
-            "start_reward": 0.0,
-            "learning_curve": curve,
-            "kl_to_start": 0.01,
-        }
-        output_dir.mkdir(parents=True)
-        (output_dir / "result.json").write_text(json.dumps(result))
-
-    monkeypatch.setattr(compare, "run_inner", fake_run_inner)
-    argv = ["--config", "tiny", "--seeds", "1", "--steps", "4", "--out", str(tmp_path)]
-    assert compare.main(argv) == 130
-    assert "run the same command to continue" in " ".join(capsys.readouterr().out.split())
-    assert [p.parent.name for p in (tmp_path / "runs").glob("*/result.json")] == ["sparse-seed0"]
-    assert compare.main(argv) == 0
-    # sparse is not run again; the interrupted abc run and the rest are.
-    assert calls == [
-        "sparse-seed0",
-        "abc-seed0",
-        "abc-seed0",
-        "kernel_shap-seed0",
-        "lime-seed0",
-        "sparse_lr2x-seed0",
-    ]
-    base_rate = learning_rates["sparse-seed0"]
-    assert learning_rates["sparse_lr2x-seed0"] == pytest.approx(2 * base_rate)
-    assert learning_rates["lime-seed0"] == base_rate
-    text = (tmp_path / "results.md").read_text()
-    lime_row = next(line for line in text.splitlines() if line.startswith("| lime |"))
-    # Held-out rewards are the call numbers (sparse 1, lime 5); identical curves end level with
-    # sparse and reach its averaged final (0.25) at the last step.
-    assert "| 5.000 ± 0.000 | 4.000 ± 0.000 | 1/1 seeds | 0.000 ± 0.000 | 4.0 (1/1 reached) |" in (
-        lime_row
-    )
+    assert "| sparse |" in text and "| kernel_shap.reward_to_go |" in text
+    runs = [json.loads(p.read_text()) for p in tmp_path.glob("runs/*/result.json")]
+    assert len(runs) == 2
+    assert all(len(run["checkpoints"]) == 2 for run in runs)
+    shaped = next(run for run in runs if "kernel_shap" in run["weights"])
+    # 16 attribution rows per completion, 4 completions per step.
+    assert [c["reward_rows"] for c in shaped["checkpoints"]] == [64, 128]
+    assert (tmp_path / "start_evaluation.json").exists()
+    assert (tmp_path / "frontier.png").stat().st_size > 1000

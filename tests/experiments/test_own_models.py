@@ -93,7 +93,9 @@ def test_a_two_trial_sweep_on_chat_prompts_with_a_decoder_reward_model(
     with sqlite3.connect(study / "study.sqlite") as db:
         statuses = [status for (status,) in db.execute("SELECT status FROM trials ORDER BY id")]
     assert statuses == ["complete", "complete"]
-    samples = json.loads((study / "trials" / "000" / "result.json").read_text())["samples"]
+    samples = json.loads((study / "trials" / "000" / "seed0" / "result.json").read_text())[
+        "samples"
+    ]
     # 2 of the 8 chat prompts are held out, written with the policy's chat template.
     assert len(samples) == 2
     for prompt, _, _ in samples:

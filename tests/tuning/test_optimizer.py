@@ -27,6 +27,7 @@ from tokenshape.tuning import (
     propose_candidates,
 )
 from tokenshape.tuning import tune_shaping as _tune_shaping
+from tokenshape.tuning.optimizer import FAILED_DISTANCE, MIN_DISTANCE
 
 SIGNALS = ["sparse", "attention", "kernel_shap", "lime"]
 TARGET = torch.tensor([0.1, 0.55, 0.3, 0.05], dtype=torch.double)
@@ -174,8 +175,8 @@ def test_failed_trials_are_recorded_and_the_study_goes_on(tmp_path: Path) -> Non
     assert "inf" in errors[4]
     assert len(calls) == 8
     complete = [t for t in result.trials if t.status == "complete"]
-    assert result.best_value == max(t.objective for t in complete)
     assert result.best_trial in complete
+    assert result.best_value == result.best_trial.objective
 
 
 def test_a_study_where_every_trial_fails_has_no_best(tmp_path: Path) -> None:
@@ -316,3 +317,102 @@ def test_sigkill_mid_trial_then_rerun_completes_without_repeating_trials(tmp_pat
     assert [c["weights"] for c in once] == [t.params.weights for t in trials]
     assert [c["seed"] for c in once] == [t.seed for t in trials]
     assert [t.attempts for t in trials] == [2 if t.id == hang_at else 1 for t in trials]
+
+
+def test_a_vertex_optimum_is_not_proposed_twice(tmp_path: Path) -> None:
+    """The objective peaks at the sparse vertex; the GP keeps wanting it, but gets it once."""
+
+    def objective(params: ShapingParams) -> float:
+        return params.weights["sparse"]
+
+    result = tune_shaping(objective, SIGNALS, n_initial=3, n_trials=9, store=tmp_path)
+    points = torch.stack([weights(t.params) for t in result.trials])
+    distances = torch.cdist(points, points) + 10 * torch.eye(len(points))
+    assert float(distances.min()) >= MIN_DISTANCE, distances.min()
+
+
+def test_no_proposal_comes_near_a_failed_trial(tmp_path: Path) -> None:
+    """Where the objective fails deterministically, it is tried once, not again and again."""
+    bad = torch.tensor([0.1, 0.55, 0.3, 0.05], dtype=torch.double)
+
+    def objective(params: ShapingParams) -> float:
+        w = weights(params)
+        if float((w - bad).norm()) < 0.3:
+            raise RuntimeError("diverged")
+        return -float(regret(w))
+
+    result = tune_shaping(objective, SIGNALS, n_initial=4, n_trials=12, store=tmp_path)
+    failed = [weights(t.params) for t in result.trials if t.status == "failed"]
+    assert failed, "the test needs a failure"
+    for trial in result.trials:
+        later_than_all_failures = all(
+            f.id < trial.id for f in result.trials if f.status == "failed"
+        )
+        if trial.id >= 4 and later_than_all_failures:
+            gaps = [float((weights(trial.params) - f).norm()) for f in failed]
+            assert min(gaps) >= FAILED_DISTANCE
+
+
+def test_propose_candidates_keeps_away_from_the_given_points() -> None:
+    space = SimplexSpace(SIGNALS)
+    train_x = space.sobol(6, seed=0)
+    train_y = -regret(train_x).unsqueeze(-1)
+    free = propose_candidates(space, train_x, train_y, q=1, seed=0, **CHEAP)
+    kept = propose_candidates(
+        space,
+        train_x,
+        train_y,
+        q=2,
+        seed=0,
+        avoid=free,
+        avoid_radius=torch.tensor([0.2], dtype=torch.double),
+        **CHEAP,
+    )
+    assert_on_simplex(kept)
+    assert float(torch.cdist(kept, free).min()) >= 0.2
+    assert float(torch.dist(kept[0], kept[1])) >= MIN_DISTANCE
+
+
+def test_a_gp_that_cannot_be_fitted_falls_back_to_sobol_and_the_study_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from botorch.exceptions.errors import ModelFittingError
+
+    from tokenshape.tuning import surrogate
+
+    def broken(*args, **kwargs):
+        raise ModelFittingError("all attempts to fit the model have failed")
+
+    monkeypatch.setattr(surrogate, "fit_gpytorch_mll", broken)
+    result = tune_shaping(CountingObjective(), SIGNALS, n_initial=2, n_trials=4, store=tmp_path)
+    assert [t.status for t in result.trials] == ["complete"] * 4
+    sobol = SimplexSpace(SIGNALS).sobol(4, seed=0)
+    assert torch.allclose(torch.stack([weights(t.params) for t in result.trials]), sobol)
+    # Without a GP the recommendation is the best observation.
+    assert result.best_value == max(t.objective for t in result.trials)
+
+
+def test_replicates_are_stored_and_their_noise_reaches_the_gp(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tokenshape.tuning import surrogate
+
+    seen_yvar: list[torch.Tensor | None] = []
+    fit = surrogate.fit_surrogate
+
+    def spy(train_x, train_y, *, train_yvar=None, seed):
+        seen_yvar.append(train_yvar)
+        return fit(train_x, train_y, train_yvar=train_yvar, seed=seed)
+
+    monkeypatch.setattr("tokenshape.tuning.optimizer.fit_surrogate", spy)
+
+    def objective(params: ShapingParams) -> ObjectiveResult:
+        value = -float(regret(weights(params)))
+        values = [value - 0.1, value, value + 0.1]
+        return ObjectiveResult(statistics.fmean(values), replicate_values=values)
+
+    result = tune_shaping(objective, SIGNALS, n_initial=2, n_trials=3, store=tmp_path)
+    assert all(t.replicate_values is not None for t in result.trials)
+    assert result.trials[0].objective_sem == pytest.approx(0.1 / math.sqrt(3))
+    # Every trial's sample variance is 0.01, so the pooled one is too: 0.01 / 3 per mean.
+    assert seen_yvar and torch.allclose(seen_yvar[0], torch.full((2, 1), 0.01 / 3).double())

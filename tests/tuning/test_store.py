@@ -203,10 +203,10 @@ def test_foreign_sqlite_database_is_refused_and_left_unchanged(tmp_path: Path) -
 def test_study_of_another_schema_version_is_refused_and_left_unchanged(tmp_path: Path) -> None:
     TrialStore(tmp_path).close()
     db = sqlite3.connect(tmp_path / STUDY_FILE)
-    db.execute("PRAGMA user_version = 2")
+    db.execute("PRAGMA user_version = 99")
     db.close()
     before = (tmp_path / STUDY_FILE).read_bytes()
-    with pytest.raises(StudyStoreError, match="schema version 2"):
+    with pytest.raises(StudyStoreError, match="schema version 99"):
         TrialStore(tmp_path)
     assert (tmp_path / STUDY_FILE).read_bytes() == before
 
@@ -251,3 +251,52 @@ def test_closed_store_refuses_use(tmp_path: Path) -> None:
     store.close()
     with pytest.raises(StudyStoreError, match="closed"):
         store.trials()
+
+
+def test_replicates_give_the_objective_its_standard_error(tmp_path: Path) -> None:
+    with TrialStore(tmp_path) as store:
+        store.define_study(signals=SIGNALS, seed=0)
+        store.add_trials([params(0.2, 0.3), params(0.6, 0.1), params(0.1, 0.1)], seeds=[0, 0, 0])
+        store.start_trial(0)
+        store.complete_trial(0, objective=2.0, replicate_values=[1.0, 2.0, 3.0])
+        store.start_trial(1)
+        store.complete_trial(1, objective=0.5, replicate_values=[0.5])
+        store.start_trial(2)
+        with pytest.raises(InvalidArgumentError, match="mean of replicate_values"):
+            store.complete_trial(2, objective=1.0, replicate_values=[1.0, 2.0])
+        with pytest.raises(InvalidArgumentError, match="replicate_values"):
+            store.complete_trial(2, objective=1.0, replicate_values=[1.0, float("nan")])
+        store.complete_trial(2, objective=1.0)
+        frame = store.to_dataframe()
+        assert store.trial(0).replicate_values == (1.0, 2.0, 3.0)
+    # sd of (1, 2, 3) is 1, over sqrt(3) replicates.
+    assert frame.loc[0, "objective_sem"] == pytest.approx(1.0 / math.sqrt(3), abs=1e-12)
+    assert math.isnan(frame.loc[1, "objective_sem"]) and math.isnan(frame.loc[2, "objective_sem"])
+    assert list(frame["replicates"]) == [3, 1, 1]
+
+
+def test_a_study_of_schema_version_1_is_upgraded_with_its_trials_kept(tmp_path: Path) -> None:
+    with TrialStore(tmp_path) as store:
+        store.define_study(signals=SIGNALS, seed=0)
+        store.add_trials([params(0.2, 0.3)], seeds=[0])
+        store.start_trial(0)
+        store.complete_trial(0, objective=1.5)
+    db = sqlite3.connect(tmp_path / STUDY_FILE)
+    db.execute("CREATE TABLE old AS SELECT * FROM trials")
+    db.execute("DROP TABLE trials")
+    columns = [
+        row[1]
+        for row in db.execute("PRAGMA table_info(old)")
+        if row[1] not in ("objective_sem", "replicate_values")
+    ]
+    db.execute(f"CREATE TABLE trials AS SELECT {', '.join(columns)} FROM old")
+    db.execute("DROP TABLE old")
+    db.execute("UPDATE study SET schema_version = 1")
+    db.execute("PRAGMA user_version = 1")
+    db.commit()
+    db.close()
+    with TrialStore(tmp_path) as store:
+        trial = store.trial(0)
+        assert trial.objective == 1.5 and trial.objective_sem is None
+        assert math.isnan(store.to_dataframe().loc[0, "objective_sem"])
+    assert sqlite3.connect(tmp_path / STUDY_FILE).execute("PRAGMA user_version").fetchone()[0] == 2

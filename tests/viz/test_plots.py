@@ -134,7 +134,7 @@ def study(tmp_path) -> pd.DataFrame:
 def test_objective_per_trial_draws_points_and_best_so_far(study):
     ax = plots.objective_per_trial(study).axes[0]
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
-    assert sorted(labels) == ["best so far", "failed", "sparse only", "trial objective"]
+    assert sorted(labels) == ["failed", "highest observed so far", "sparse only", "trial objective"]
     by_label = {c.get_label(): c for c in ax.collections}
     np.testing.assert_allclose(
         by_label["trial objective"].get_offsets(),
@@ -142,7 +142,7 @@ def test_objective_per_trial_draws_points_and_best_so_far(study):
     )
     np.testing.assert_allclose(by_label["sparse only"].get_offsets(), [[0, 0.4]])
     np.testing.assert_allclose(by_label["failed"].get_offsets(), [[3, 0.4]])
-    (best,) = [line for line in ax.get_lines() if line.get_label() == "best so far"]
+    (best,) = [line for line in ax.get_lines() if line.get_label() == "highest observed so far"]
     np.testing.assert_allclose(best.get_xdata(), [0, 1, 2, 4, 5])
     np.testing.assert_allclose(best.get_ydata(), [0.4, 0.7, 0.7, 0.9, 0.9])
     assert (ax.get_xlabel(), ax.get_ylabel()) == ("trial", "objective")
@@ -192,3 +192,61 @@ def test_learning_curves_read_json_text_and_report_absence():
     empty = pd.DataFrame({"objective": [0.5], "learning_curve": [None]})
     ax = plots.learning_curves(empty).axes[0]
     assert "no learning curves recorded" in [t.get_text() for t in ax.texts]
+
+
+def _checkpoints(rewards, kls):
+    return [
+        {"step": 2 * (i + 1), "reward_mean": r, "kl": k}
+        for i, (r, k) in enumerate(zip(rewards, kls))
+    ]
+
+
+def test_objective_per_trial_shows_standard_errors_integer_ticks_and_the_recommendation():
+    frame = pd.DataFrame(
+        {
+            "status": ["complete", "complete", "complete"],
+            "objective": [0.4, 0.9, 0.6],
+            "objective_sem": [0.1, np.nan, 0.05],
+            "w_sparse": [1.0, 0.2, 0.0],
+        },
+        index=pd.Index([0, 1, 2], name="trial"),
+    )
+    ax = plots.objective_per_trial(frame, recommended=2).axes[0]
+    (bars,) = [c for c in ax.containers if c.get_label() == "± standard error over seeds"]
+    segments = bars.lines[2][0].get_segments()
+    np.testing.assert_allclose([seg[:, 1] for seg in segments], [[0.3, 0.5], [0.55, 0.65]])
+    ringed = {c.get_label(): c for c in ax.collections}["recommended (GP posterior mean)"]
+    np.testing.assert_allclose(ringed.get_offsets(), [[2, 0.6]])
+    ticks = ax.xaxis.get_major_locator().tick_values(0, 2)
+    assert all(float(t).is_integer() for t in ticks)
+
+
+def test_heldout_checkpoints_average_replicates_from_the_starting_policy():
+    frame = pd.DataFrame(
+        {
+            "w_sparse": [1.0, 0.0],
+            "info": [
+                {
+                    "start_reward": 0.5,
+                    "replicates": [
+                        {"checkpoints": _checkpoints([1.0, 2.0], [0.1, 0.3])},
+                        {"checkpoints": _checkpoints([3.0, 4.0], [0.3, 0.5])},
+                    ],
+                },
+                {"start_reward": 0.5, "checkpoints": _checkpoints([0.7, 0.8], [0.2, 0.6])},
+            ],
+        },
+        index=pd.Index([0, 1], name="trial"),
+    )
+    figure = plots.heldout_checkpoints(frame, recommended=1)
+    by_step, by_kl = figure.axes
+    sparse, recommended = by_step.get_lines()
+    assert sparse.get_linestyle() == "--" and sparse.get_label() == "sparse only (trial 0)"
+    np.testing.assert_allclose(sparse.get_xdata(), [0, 2, 4])
+    np.testing.assert_allclose(sparse.get_ydata(), [0.5, 2.0, 3.0])
+    assert recommended.get_label() == "recommended (trial 1)"
+    sparse_kl = by_kl.get_lines()[0]
+    np.testing.assert_allclose(sparse_kl.get_xdata(), [0.0, 0.2, 0.4])
+    empty = pd.DataFrame({"info": [None]}, index=pd.Index([0], name="trial"))
+    ax = plots.heldout_checkpoints(empty).axes[0]
+    assert "no checkpoints recorded" in [t.get_text() for t in ax.texts]

@@ -9,6 +9,7 @@ the MiniLM encoder on IMDB reviews once and caches the result. The classifier ha
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from importlib import metadata
@@ -228,13 +229,7 @@ def build_sentiment_reward_model(
             progress("load", 0, 1)
         torch.manual_seed(seed)
         tokenizer = AutoTokenizer.from_pretrained(minilm_model_path(), local_files_only=True)
-        model = AutoModelForSequenceClassification.from_pretrained(
-            minilm_model_path(),
-            num_labels=len(SENTIMENT_LABELS),
-            id2label=dict(enumerate(SENTIMENT_LABELS)),
-            label2id={label: i for i, label in enumerate(SENTIMENT_LABELS)},
-            local_files_only=True,
-        )
+        model = _encoder_with_new_head(AutoModelForSequenceClassification)
         if progress is not None:
             progress("load", 1, 1)
         _train(
@@ -284,6 +279,44 @@ def build_sentiment_reward_model(
         if progress is not None:
             progress("save", 1, 1)
     return final
+
+
+def _only_the_new_head(record: logging.LogRecord) -> bool:
+    """False for transformers' LOAD REPORT when it lists only the classifier head as missing."""
+    text = record.getMessage()
+    if "LOAD REPORT" not in text:
+        return True
+    rows = [line.split("|") for line in text.splitlines() if line.count("|") >= 2]
+    keys = [
+        (row[0].strip(), row[1].strip())
+        for row in rows
+        if row[0].strip() not in ("Key", "") and set(row[0].strip()) - {"-", "+"}
+    ]
+    return not keys or not all(
+        key.startswith("classifier.") and status == "MISSING" for key, status in keys
+    )
+
+
+def _encoder_with_new_head(auto_class: Any) -> Any:
+    """MiniLM with a new, randomly initialised classification head.
+
+    transformers reports every newly initialised weight in a LOAD REPORT table; for the head that
+    is the point, so that report is dropped. A report of anything else still shows.
+    """
+    from transformers.utils import logging as hf_logging
+
+    report = hf_logging.get_logger("transformers.modeling_utils")
+    report.addFilter(_only_the_new_head)
+    try:
+        return auto_class.from_pretrained(
+            minilm_model_path(),
+            num_labels=len(SENTIMENT_LABELS),
+            id2label=dict(enumerate(SENTIMENT_LABELS)),
+            label2id={label: i for i, label in enumerate(SENTIMENT_LABELS)},
+            local_files_only=True,
+        )
+    finally:
+        report.removeFilter(_only_the_new_head)
 
 
 def _built_folder(path: str | Path | None) -> Path:

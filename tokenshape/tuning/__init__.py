@@ -8,15 +8,19 @@ from tokenshape.tuning.optimizer import (
 )
 from tokenshape.tuning.space import SimplexSpace
 from tokenshape.tuning.store import TRIAL_STATUSES, StudyInfo, Trial, TrialStore
+from tokenshape.tuning.surrogate import Recommendation, SurrogateFitError, recommend
 
 __all__ = [
     "TRIAL_STATUSES",
     "ObjectiveResult",
+    "Recommendation",
     "SimplexSpace",
     "StudyInfo",
     "StudyResult",
+    "SurrogateFitError",
     "Trial",
     "TrialStore",
     "propose_candidates",
+    "recommend",
     "tune_shaping",
 ]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import logging
 import math
 import numbers
 import os
@@ -23,12 +25,26 @@ from tokenshape.errors import InvalidArgumentError
 from tokenshape.shaping.params import ShapingParams
 from tokenshape.tuning.space import SimplexSpace
 from tokenshape.tuning.store import Trial, TrialStore
-from tokenshape.tuning.surrogate import MIN_GP_TRIALS, fit_surrogate
+from tokenshape.tuning.surrogate import (
+    MIN_GP_TRIALS,
+    Recommendation,
+    SurrogateFitError,
+    fit_surrogate,
+    recommend,
+    trial_data,
+)
 
 __all__ = ["ObjectiveResult", "StudyResult", "propose_candidates", "tune_shaping"]
 
+_log = logging.getLogger(__name__)
 
 _MC_SAMPLES = 128
+#: A proposal closer than this (Euclidean, on the simplex) to a trial already in the study is
+#: a duplicate: it would teach the GP nothing new.
+MIN_DISTANCE = 0.01
+#: A proposal closer than this to a failed trial is not made: a point that failed once is
+#: likely to fail again (e.g. a deterministic error), and a failure is never a GP observation.
+FAILED_DISTANCE = 0.05
 
 
 @dataclass(frozen=True)
@@ -36,13 +52,17 @@ class ObjectiveResult:
     """What an objective may return instead of a bare float.
 
     Args:
-        value: the number to maximise, e.g. the mean original reward on held-out prompts.
+        value: the number to maximise, e.g. the mean original reward on held-out prompts; with
+            ``replicate_values``, their mean.
+        replicate_values: the value of each replicate (e.g. one inner run per training seed);
+            their spread is the trial's measured noise, given to the GP.
         learning_curve: the inner run's curve (e.g. evaluation reward per step), stored with the
             trial.
         info: extra JSON-ready values to store with the trial (e.g. the final KL).
     """
 
     value: float
+    replicate_values: Sequence[float] | None = None
     learning_curve: Sequence[float] | None = None
     info: Mapping[str, Any] | None = None
 
@@ -51,17 +71,35 @@ class ObjectiveResult:
 class StudyResult:
     """The outcome of :func:`tune_shaping`.
 
-    Evaluations are noisy, so "best" means the best *observed* value among complete trials.
+    Evaluations are noisy, so the best trial is the complete trial with the highest posterior
+    mean of a GP fitted to all complete trials (:func:`~tokenshape.tuning.surrogate.recommend`),
+    not the highest single observation. With fewer than two complete trials, or when the GP can't
+    be fitted, it falls back to the highest observed objective.
 
     Attributes:
         trials: every trial of the study, in id order.
+        signals: the signal names, in the order of the weight vector.
     """
 
     trials: tuple[Trial, ...]
+    signals: tuple[str, ...] = ()
+
+    @functools.cached_property
+    def recommendation(self) -> Recommendation | None:
+        """The GP's recommendation with its posterior mean and sd, or ``None`` without a GP."""
+        if not self.signals:
+            return None
+        try:
+            return recommend(self.trials, self.signals)
+        except SurrogateFitError as error:
+            _log.warning("no GP recommendation: %s", error)
+            return None
 
     @property
     def best_trial(self) -> Trial | None:
-        """The complete trial with the highest objective (the first of equals), or ``None``."""
+        """The recommended complete trial (see the class docstring), or ``None``."""
+        if self.recommendation is not None:
+            return self.recommendation.trial
         complete = [t for t in self.trials if t.status == "complete"]
         return max(complete, key=lambda t: t.objective, default=None)
 
@@ -73,7 +111,7 @@ class StudyResult:
 
     @property
     def best_value(self) -> float | None:
-        """The best trial's objective value, or ``None`` if no trial completed."""
+        """The best trial's observed objective value, or ``None`` if no trial completed."""
         best = self.best_trial
         return None if best is None else best.objective
 
@@ -101,6 +139,13 @@ def tune_shaping(
     the constraint ``sum w = 1``. With ``batch_size = q > 1`` the ``q`` points are proposed jointly
     and then evaluated one after the other in this process; to evaluate a batch in parallel, have
     the objective hand its work to your own workers.
+
+    An objective that returns :class:`ObjectiveResult` with ``replicate_values`` gives each trial
+    a measured noise, which the GP is fitted with (see :mod:`tokenshape.tuning.surrogate`). No
+    proposal lies within :data:`MIN_DISTANCE` of a trial of the study or within
+    :data:`FAILED_DISTANCE` of a failed one: such a candidate is replaced by the best point of the
+    acquisition among quasi-random points outside those balls. When the GP can't be fitted the
+    next Sobol points are proposed instead, with a warning, so a study never stops on it.
 
     Every trial is saved before it runs, so the study survives the process: calling
     ``tune_shaping`` again with the same store continues it. Complete and failed trials are kept,
@@ -133,7 +178,7 @@ def tune_shaping(
         progress: called with each trial once it is finished.
 
     Returns:
-        The best observed params and value, and all the study's trials.
+        All the study's trials and the recommended one (highest GP posterior mean).
 
     Raises:
         InvalidArgumentError: an argument is out of range, or differs from the resumed study's.
@@ -180,7 +225,7 @@ def tune_shaping(
                 finished = _run_trial(objective, opened, trial)
                 if progress is not None:
                     progress(finished)
-        return StudyResult(trials=tuple(opened.trials()))
+        return StudyResult(trials=tuple(opened.trials()), signals=space.signals)
     finally:
         if opened is not store:
             opened.close()
@@ -195,6 +240,9 @@ def propose_candidates(
     seed: int,
     num_restarts: int,
     raw_samples: int,
+    train_yvar: Tensor | None = None,
+    avoid: Tensor | None = None,
+    avoid_radius: Tensor | None = None,
 ) -> Tensor:
     """Fit a GP to observed weights and propose ``q`` new points jointly by qLogNEI.
 
@@ -206,11 +254,19 @@ def propose_candidates(
         seed: seeds the GP fit, the acquisition's QMC sampler and the optimiser's starts.
         num_restarts: starting points of ``optimize_acqf``.
         raw_samples: quasi-random simplex points from which those starts are chosen.
+        train_yvar: an ``n x 1`` double tensor of the observations' noise variances, or
+            ``None`` to infer one noise level.
+        avoid: an ``m x K`` double tensor of points no proposal may come close to.
+        avoid_radius: an ``m`` double tensor, the distance to keep from each of ``avoid``.
 
     Returns:
-        A ``q x K`` double tensor of points on the simplex.
+        A ``q x K`` double tensor of points on the simplex, none within ``avoid_radius`` of
+        ``avoid`` or within :data:`MIN_DISTANCE` of another.
+
+    Raises:
+        SurrogateFitError: the GP could not be fitted.
     """
-    model = fit_surrogate(train_x, train_y, seed=seed)
+    model = fit_surrogate(train_x, train_y, train_yvar=train_yvar, seed=seed)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         acquisition = qLogNoisyExpectedImprovement(
@@ -228,7 +284,52 @@ def propose_candidates(
             options={"seed": seed},
             generator=space.sample_q_batches,
         )
-    return space.project(candidates.detach())
+        candidates = space.project(candidates.detach())
+        if avoid is None:
+            avoid = torch.empty(0, space.dim, dtype=torch.double)
+            avoid_radius = torch.empty(0, dtype=torch.double)
+        return _keep_apart(
+            space, acquisition, candidates, avoid, avoid_radius, seed=seed, n=raw_samples
+        )
+
+
+def _keep_apart(
+    space: SimplexSpace,
+    acquisition,
+    candidates: Tensor,
+    avoid: Tensor,
+    avoid_radius: Tensor,
+    *,
+    seed: int,
+    n: int,
+) -> Tensor:
+    """Replace each candidate too close to ``avoid`` or to an earlier candidate.
+
+    The replacement is the acquisition's best among ``n`` Sobol points outside every ball (one
+    at a time, so the joint batch is kept where it is allowed).
+    """
+    kept: list[Tensor] = []
+    pool = space.sobol(n, seed=seed + 1)
+    for candidate in candidates:
+        centres = torch.cat([avoid, *(k[None] for k in kept)]) if kept else avoid
+        radii = torch.cat([avoid_radius, torch.full((len(kept),), MIN_DISTANCE).double()])
+        if not _too_close(candidate[None], centres, radii).item():
+            kept.append(candidate)
+            continue
+        allowed = pool[~_too_close(pool, centres, radii)]
+        if not len(allowed):
+            raise SurrogateFitError("no point of the simplex is far enough from the trials")
+        with torch.no_grad():
+            values = acquisition(allowed[:, None, :])
+        kept.append(allowed[int(torch.argmax(values))])
+    return torch.stack(kept)
+
+
+def _too_close(points: Tensor, centres: Tensor, radii: Tensor) -> Tensor:
+    """``p`` bools: whether each of ``points`` (``p x K``) lies within a ball of ``centres``."""
+    if not len(centres):
+        return torch.zeros(len(points), dtype=torch.bool)
+    return (torch.cdist(points, centres) < radii[None, :]).any(dim=1)
 
 
 def _propose_trials(
@@ -248,20 +349,31 @@ def _propose_trials(
     done = len(trials)
     q = min(batch_size, n_trials - done)
     complete = [t for t in trials if t.status == "complete"]
-    if done < n_initial or len(complete) < MIN_GP_TRIALS:
+    points = None
+    if done >= n_initial and len(complete) >= MIN_GP_TRIALS:
+        train_x, train_y, train_yvar = trial_data(complete, space.signals)
+        try:
+            points = propose_candidates(
+                space,
+                train_x,
+                train_y,
+                train_yvar=train_yvar,
+                q=q,
+                seed=seed + done,
+                num_restarts=num_restarts,
+                raw_samples=raw_samples,
+                avoid=torch.stack([space.to_tensor(t.params) for t in trials]),
+                avoid_radius=torch.tensor(
+                    [FAILED_DISTANCE if t.status == "failed" else MIN_DISTANCE for t in trials],
+                    dtype=torch.double,
+                ),
+            )
+        except SurrogateFitError as error:
+            _log.warning("%s; proposing Sobol points instead", error)
+    if points is None:
         if done < n_initial:
             q = min(q, n_initial - done)
         points = space.sobol(done + q, seed=seed)[done:]
-    else:
-        points = propose_candidates(
-            space,
-            torch.stack([space.to_tensor(t.params) for t in complete]),
-            torch.tensor([[t.objective] for t in complete], dtype=torch.double),
-            q=q,
-            seed=seed + done,
-            num_restarts=num_restarts,
-            raw_samples=raw_samples,
-        )
     seeds = [seed + done + i if seed_per_trial else seed for i in range(q)]
     return store.add_trials([space.to_params(x) for x in points], seeds=seeds)
 
@@ -294,6 +406,7 @@ def _run_trial(
         return store.complete_trial(
             trial.id,
             objective=value,
+            replicate_values=result.replicate_values,
             learning_curve=result.learning_curve,
             info=result.info,
         )

@@ -7,7 +7,8 @@ so a killed study can be reopened at once. Locks need a local file system (POSIX
 
 The SQLite file carries an ``application_id`` and a schema version in its header. Both are read
 from the raw header before SQLite touches the file, so a damaged file or another program's database
-is refused with a clear error and left byte for byte as it was.
+is refused with a clear error and left byte for byte as it was. A study of schema version 1 (before
+replicates) is upgraded in place on opening: its trials gain empty replicate columns.
 
 A trial goes ``pending -> running -> complete | failed``. A trial found ``running`` when the study
 is reopened belonged to a process that was killed: it becomes ``interrupted`` and is run again
@@ -44,7 +45,14 @@ LOCK_FILE = "study.lock"
 #: Every status a trial can have; ``complete`` and ``failed`` are final.
 TRIAL_STATUSES = ("pending", "running", "complete", "failed", "interrupted")
 
-_SCHEMA_VERSION = 1
+_SCHEMA_VERSION = 2
+#: Older schema versions that opening upgrades, with the statements that do it.
+_UPGRADES = {
+    1: (
+        "ALTER TABLE trials ADD COLUMN objective_sem REAL",
+        "ALTER TABLE trials ADD COLUMN replicate_values TEXT",
+    ),
+}
 _APPLICATION_ID = int.from_bytes(b"TkSh", "big")
 _MARKER = "tokenshape study"
 _SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -66,6 +74,8 @@ CREATE TABLE trials (
     seed INTEGER NOT NULL,
     status TEXT NOT NULL CHECK (status IN {TRIAL_STATUSES!r}),
     objective REAL,
+    objective_sem REAL,
+    replicate_values TEXT,
     error TEXT,
     learning_curve TEXT,
     info TEXT,
@@ -105,7 +115,11 @@ class Trial:
         params: the blend weights evaluated.
         seed: the seed the objective ran under.
         status: one of :data:`TRIAL_STATUSES`.
-        objective: the value returned, for a ``complete`` trial.
+        objective: the value returned, for a ``complete`` trial (the mean of its replicates).
+        objective_sem: the standard error of ``objective`` over its replicates (``sd / sqrt(n)``),
+            or ``None`` with fewer than two replicates.
+        replicate_values: the objective of each replicate (e.g. one per training seed), if the
+            objective reported them.
         error: what went wrong, for a ``failed`` trial.
         learning_curve: the inner run's curve, if the objective reported one.
         info: extra JSON-ready values the objective reported.
@@ -122,6 +136,8 @@ class Trial:
     seed: int
     status: str
     objective: float | None
+    objective_sem: float | None
+    replicate_values: tuple[float, ...] | None
     error: str | None
     learning_curve: tuple[float, ...] | None
     info: dict[str, Any] | None
@@ -181,6 +197,7 @@ class TrialStore:
                 _create(self.path)
             self._conn = sqlite3.connect(self.path, isolation_level=None)
             self._conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
+            self._upgrade()
             self._check_contents()
             self.interrupted: tuple[int, ...] = self._recover_running()
         except BaseException:
@@ -299,14 +316,21 @@ class TrialStore:
         trial_id: int,
         *,
         objective: float,
+        replicate_values: Sequence[float] | None = None,
         learning_curve: Sequence[float] | None = None,
         info: Mapping[str, Any] | None = None,
     ) -> Trial:
-        """Record a ``running`` trial's finite objective value (and optional curve and info)."""
+        """Record a ``running`` trial's finite objective value (and optional curve and info).
+
+        With ``replicate_values`` (the objective of each replicate, e.g. each training seed),
+        ``objective`` must be their mean, and the trial's ``objective_sem`` is their sample
+        standard deviation over ``sqrt(n)`` (``None`` for one replicate).
+        """
         if isinstance(objective, bool) or not isinstance(objective, int | float):
             raise InvalidArgumentError("objective", objective, "a finite float")
         if not math.isfinite(objective):
             raise InvalidArgumentError("objective", objective, "a finite float")
+        replicates, sem = _replicates(objective, replicate_values)
         curve = None if learning_curve is None else json.dumps([float(v) for v in learning_curve])
         try:
             info_json = None if info is None else json.dumps(dict(info))
@@ -315,8 +339,9 @@ class TrialStore:
         return self._finish(
             trial_id,
             "complete",
-            "objective = ?, learning_curve = ?, info = ?, error = NULL",
-            (float(objective), curve, info_json),
+            "objective = ?, objective_sem = ?, replicate_values = ?, learning_curve = ?,"
+            " info = ?, error = NULL",
+            (float(objective), sem, replicates, curve, info_json),
         )
 
     def fail_trial(self, trial_id: int, *, error: str) -> Trial:
@@ -354,7 +379,8 @@ class TrialStore:
     def to_dataframe(self) -> pd.DataFrame:
         """The study as a table, one row per trial, indexed by trial id.
 
-        Columns: ``status``, ``objective``, ``seed``, one ``w_<signal>`` per signal, ``attempts``,
+        Columns: ``status``, ``objective``, ``objective_sem`` (NaN with fewer than two
+        replicates), ``replicates`` (how many values the objective is the mean of), ``seed``, one ``w_<signal>`` per signal, ``attempts``,
         ``error``, ``duration_s``, ``created_at``, ``updated_at``, ``started_at``, ``finished_at``
         (UTC timestamps), ``learning_curve`` (a list or ``None``) and ``info`` (a dict or ``None``).
         """
@@ -365,6 +391,8 @@ class TrialStore:
                 "trial": t.id,
                 "status": t.status,
                 "objective": t.objective,
+                "objective_sem": t.objective_sem,
+                "replicates": _replicate_count(t),
                 "seed": t.seed,
                 **{f"w_{name}": t.params.weights.get(name, 0.0) for name in signals},
                 "attempts": t.attempts,
@@ -379,13 +407,16 @@ class TrialStore:
             }
             for t in self.trials()
         ]
-        columns = ["trial", "status", "objective", "seed", *(f"w_{n}" for n in signals)]
+        columns = ["trial", "status", "objective", "objective_sem", "replicates", "seed"]
+        columns += [f"w_{n}" for n in signals]
         columns += ["attempts", "error", "duration_s", "created_at", "updated_at", "started_at"]
         columns += ["finished_at", "learning_curve", "info"]
         frame = pd.DataFrame.from_records(records, columns=columns).set_index("trial")
         for column in ("created_at", "updated_at", "started_at", "finished_at"):
             frame[column] = pd.to_datetime(frame[column], utc=True, format="ISO8601")
-        frame["objective"] = frame["objective"].astype(float)
+        for column in ("objective", "objective_sem"):
+            frame[column] = frame[column].astype(float)
+        frame["replicates"] = frame["replicates"].astype("Int64")
         return frame
 
     @property
@@ -432,6 +463,18 @@ class TrialStore:
             )
         return self.trial(trial_id)
 
+    def _upgrade(self) -> None:
+        """Bring a study of an older schema version to the current one, in one transaction."""
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if version not in _UPGRADES:
+            return
+        with self._transaction() as db:
+            for statement in _UPGRADES[version]:
+                db.execute(statement)
+            db.execute("UPDATE study SET schema_version = ? WHERE id = 1", (_SCHEMA_VERSION,))
+            db.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
+        _log.info("the study in %s was upgraded to schema version %d", self.folder, version)
+
     def _check_contents(self) -> None:
         """Check through SQLite what the raw header showed, as it may lag behind the WAL."""
         try:
@@ -473,19 +516,51 @@ class TrialStore:
 
 
 _COLUMNS = (
-    "id, params, seed, status, objective, error, learning_curve, info, attempts, created_at,"
-    " updated_at, started_at, finished_at, duration_s"
+    "id, params, seed, status, objective, objective_sem, replicate_values, error, learning_curve,"
+    " info, attempts, created_at, updated_at, started_at, finished_at, duration_s"
 )
 
 
+def _replicates(
+    objective: float, values: Sequence[float] | None
+) -> tuple[str | None, float | None]:
+    """The replicate values as JSON and their standard error (``None`` below two values)."""
+    if values is None:
+        return None, None
+    try:
+        floats = [float(v) for v in values]
+    except (TypeError, ValueError):
+        raise InvalidArgumentError("replicate_values", values, "a sequence of floats") from None
+    if not floats or not all(math.isfinite(v) for v in floats):
+        raise InvalidArgumentError("replicate_values", values, "one or more finite floats")
+    mean = math.fsum(floats) / len(floats)
+    if abs(mean - objective) > 1e-9 * (1.0 + abs(mean)):
+        raise InvalidArgumentError(
+            "objective", objective, f"the mean of replicate_values ({mean!r})"
+        )
+    if len(floats) < 2:
+        return json.dumps(floats), None
+    variance = math.fsum((v - mean) ** 2 for v in floats) / (len(floats) - 1)
+    return json.dumps(floats), math.sqrt(variance / len(floats))
+
+
+def _replicate_count(trial: Trial) -> int | None:
+    if trial.replicate_values is not None:
+        return len(trial.replicate_values)
+    return 1 if trial.objective is not None else None
+
+
 def _trial_from_row(row: tuple) -> Trial:
-    (id_, params, seed, status, objective, error, curve, info, attempts, *times, duration) = row
+    (id_, params, seed, status, objective, sem, replicates, error, curve, info, attempts) = row[:11]
+    *times, duration = row[11:]
     return Trial(
         id=id_,
         params=ShapingParams.from_dict(json.loads(params)),
         seed=seed,
         status=status,
         objective=objective,
+        objective_sem=sem,
+        replicate_values=None if replicates is None else tuple(json.loads(replicates)),
         error=error,
         learning_curve=None if curve is None else tuple(json.loads(curve)),
         info=None if info is None else json.loads(info),
@@ -534,10 +609,10 @@ def _check_header(path: Path) -> None:
             "untouched. Choose another study folder."
         )
     version = int.from_bytes(header[60:64], "big")
-    if version != _SCHEMA_VERSION:
+    if version != _SCHEMA_VERSION and version not in _UPGRADES:
         raise StudyStoreError(
             f"{path} is a tokenshape study of schema version {version}; this tokenshape reads "
-            f"version {_SCHEMA_VERSION}. It was left untouched."
+            f"version {_SCHEMA_VERSION} (and upgrades {sorted(_UPGRADES)}). It was left untouched."
         )
 
 

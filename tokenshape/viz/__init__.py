@@ -12,6 +12,7 @@ __all__ = [
     "attribution_heatmap",
     "attribution_html",
     "compare_html",
+    "heldout_checkpoints",
     "learning_curves",
     "method_agreement",
     "objective_per_trial",
@@ -30,6 +31,7 @@ _MODULE_OF = {
     "method_agreement": "plots",
     "objective_per_trial": "plots",
     "learning_curves": "plots",
+    "heldout_checkpoints": "plots",
 }
 
 

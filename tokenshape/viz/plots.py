@@ -17,7 +17,13 @@ from tokenshape.errors import InvalidArgumentError
 from tokenshape.types import TokenAttribution
 from tokenshape.viz.tokens import token_texts, visible_text
 
-__all__ = ["attribution_heatmap", "learning_curves", "method_agreement", "objective_per_trial"]
+__all__ = [
+    "attribution_heatmap",
+    "heldout_checkpoints",
+    "learning_curves",
+    "method_agreement",
+    "objective_per_trial",
+]
 
 #: Token texts are written into the heatmap's cells up to this many response tokens per row.
 MAX_ANNOTATED_TOKENS = 64
@@ -202,29 +208,51 @@ def _complete(frame: Any) -> Any:
     return done
 
 
-def objective_per_trial(df: Any, ax: Any = None) -> Any:
-    """Each trial's objective in trial order, with the best value so far (the objective is maximised).
+def objective_per_trial(df: Any, ax: Any = None, *, recommended: int | None = None) -> Any:
+    """Each trial's objective in trial order, with its standard error and the highest so far.
 
     Args:
         df: a study table from :meth:`tokenshape.tuning.store.TrialStore.to_dataframe` (trial id as
-            the index or a ``trial`` column, ``objective``, optionally ``status`` and
-            ``w_sparse``).
+            the index or a ``trial`` column, ``objective``, optionally ``objective_sem``,
+            ``status`` and ``w_sparse``).
         ax: the axes to draw on; a new figure when None.
+        recommended: the id of the recommended trial (highest GP posterior mean), ringed.
 
     Returns:
-        The figure: complete trials as points, the best-so-far as a step line, sparse-only
-        trials (``w_sparse`` = 1) as stars and failed trials as crosses on the lower edge.
+        The figure: complete trials as points with ``± objective_sem`` bars where measured, the
+        highest observation so far as a step line (one noisy draw: not the recommendation),
+        sparse-only trials (``w_sparse`` = 1) as stars, failed trials as crosses on the lower
+        edge, the recommended trial ringed; integer ticks on the trial axis.
     """
+    from matplotlib.ticker import MaxNLocator
+
     frame = _study_frame(df, ("objective",))
     done = _complete(frame)
     sparse = _sparse_only(frame)
     ax = _axes(ax, (6.0, 4.0))
     trials = frame["trial"].to_numpy()
     objective = frame["objective"].astype(float).to_numpy()
+    sem = (
+        frame["objective_sem"].astype(float).to_numpy()
+        if "objective_sem" in frame.columns
+        else np.full(len(frame), np.nan)
+    )
     if done.any():
         ax.scatter(
             trials[done], objective[done], s=22, color="#777777", label="trial objective", zorder=2
         )
+        measured = done & np.isfinite(sem)
+        if measured.any():
+            ax.errorbar(
+                trials[measured],
+                objective[measured],
+                yerr=sem[measured],
+                fmt="none",
+                ecolor="#777777",
+                capsize=3,
+                label="± standard error over seeds",
+                zorder=2,
+            )
         best = np.maximum.accumulate(objective[done])
         ax.step(
             trials[done],
@@ -232,7 +260,7 @@ def objective_per_trial(df: Any, ax: Any = None) -> Any:
             where="post",
             color=_BEST_COLOR,
             linewidth=2,
-            label="best so far",
+            label="highest observed so far",
             zorder=3,
         )
         if (done & sparse).any():
@@ -244,6 +272,18 @@ def objective_per_trial(df: Any, ax: Any = None) -> Any:
                 color=_SPARSE_COLOR,
                 label="sparse only",
                 zorder=4,
+            )
+        chosen = done & (trials == recommended)
+        if chosen.any():
+            ax.scatter(
+                trials[chosen],
+                objective[chosen],
+                s=220,
+                facecolors="none",
+                edgecolors=_BEST_COLOR,
+                linewidths=2,
+                label="recommended (GP posterior mean)",
+                zorder=5,
             )
     else:
         ax.text(0.5, 0.5, "no complete trials", ha="center", va="center", transform=ax.transAxes)
@@ -261,12 +301,94 @@ def objective_per_trial(df: Any, ax: Any = None) -> Any:
             color=_FAILED_COLOR,
             label="failed",
         )
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("trial")
     ax.set_ylabel("objective")
     ax.set_title("objective per trial")
     if done.any() or failed.any():
         ax.legend(loc="best")
     return ax.figure
+
+
+def _replicate_checkpoints(info: Any) -> list[list[dict]]:
+    """The checkpoints of each replicate recorded in a trial's ``info``."""
+    if not isinstance(info, dict):
+        return []
+    if info.get("replicates"):
+        return [r["checkpoints"] for r in info["replicates"] if r.get("checkpoints")]
+    return [info["checkpoints"]] if info.get("checkpoints") else []
+
+
+def _mean_path(runs: list[list[dict]], start_reward: float | None) -> tuple[list, list, list]:
+    """Steps, mean KL and mean held-out reward over replicates at the checkpoints all share."""
+    steps = sorted(set.intersection(*({c["step"] for c in run} for run in runs)))
+    by_step = [{c["step"]: c for c in run} for run in runs]
+    kl = [float(np.mean([run[s]["kl"] for run in by_step])) for s in steps]
+    reward = [float(np.mean([run[s]["reward_mean"] for run in by_step])) for s in steps]
+    if start_reward is not None:
+        return [0, *steps], [0.0, *kl], [start_reward, *reward]
+    return steps, kl, reward
+
+
+def heldout_checkpoints(df: Any, axes: Any = None, *, recommended: int | None = None) -> Any:
+    """Held-out reward along each trial's runs, against the step and against the KL.
+
+    Args:
+        df: a study table from :meth:`tokenshape.tuning.store.TrialStore.to_dataframe` whose
+            ``info`` holds ``checkpoints`` (one run) or ``replicates`` with ``checkpoints``
+            each (``step``, ``kl``, ``reward_mean``), and ``start_reward``.
+        axes: two axes to draw on; a new figure when None.
+        recommended: the id of the recommended trial, drawn bold.
+
+    Returns:
+        The figure: per trial, the mean over replicates of the held-out reward at each
+        checkpoint (from the starting policy at step 0, KL 0) against the step (left) and
+        against the KL to the starting policy (right); sparse-only trials black and dashed.
+    """
+    frame = _study_frame(df, ("info",))
+    if axes is None:
+        import matplotlib.pyplot as plt
+
+        _, axes = plt.subplots(1, 2, figsize=(11.0, 4.0))
+    by_step, by_kl = axes
+    sparse = _sparse_only(frame)
+    labelled: set[str] = set()
+    for k, (trial, info) in enumerate(zip(frame["trial"], frame["info"])):
+        runs = _replicate_checkpoints(info)
+        if not runs:
+            continue
+        steps, kl, reward = _mean_path(runs, info.get("start_reward"))
+        if sparse[k]:
+            style = {"color": _SPARSE_COLOR, "linestyle": "--", "linewidth": 2.0, "zorder": 4}
+            label = f"sparse only (trial {trial})"
+        elif trial == recommended:
+            style = {"color": _BEST_COLOR, "linewidth": 2.5, "zorder": 3}
+            label = f"recommended (trial {trial})"
+        else:
+            style = {"color": "#999999", "linewidth": 1.0, "alpha": 0.7, "zorder": 2}
+            label = "other trials"
+        shown = None if label in labelled else label
+        by_step.plot(steps, reward, marker="o", markersize=3, label=shown, **style)
+        by_kl.plot(kl, reward, marker="o", markersize=3, label=shown, **style)
+        labelled.add(label)
+    if labelled:
+        by_step.legend(loc="best", fontsize="small")
+    else:
+        by_step.text(
+            0.5,
+            0.5,
+            "no checkpoints recorded",
+            ha="center",
+            va="center",
+            transform=by_step.transAxes,
+        )
+    by_step.set_xlabel("GRPO step")
+    by_step.set_ylabel("held-out reward (mean over seeds)")
+    by_step.set_title("held-out reward along the run")
+    by_kl.set_xlabel("KL to the starting policy (nats per completion)")
+    by_kl.set_ylabel("held-out reward (mean over seeds)")
+    by_kl.set_title("held-out reward against KL")
+    return by_step.figure
 
 
 def _curve(value: Any) -> list[float] | None:

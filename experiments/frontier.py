@@ -1,0 +1,118 @@
+"""Reward along a run against KL and compute, read at matched levels and compared by seed.
+
+A run's path starts at the starting policy (KL 0, no compute, its held-out reward) and goes
+through its held-out checkpoints. :func:`reward_at` reads the held-out reward at a level of one
+axis by linear interpolation between the two checkpoints around it (the first crossing, for KL,
+which need not grow monotonically); a run that never reaches the level has no value there, it is
+never extrapolated. Conditions are compared with the reference condition seed by seed (same
+seed, same prompts and data order), with percentile-bootstrap 95% intervals over seeds.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from tokenshape.errors import InvalidArgumentError
+
+__all__ = [
+    "AXES",
+    "Interval",
+    "bootstrap_mean",
+    "matched_levels",
+    "path",
+    "reward_at",
+]
+
+#: The axes a run is read along: label and how a checkpoint's value is computed.
+AXES = {
+    "kl": "KL to the starting policy (nats per completion)",
+    "wall_seconds": "training wall-clock seconds",
+    "compute": "reward-model rows + policy tokens generated",
+}
+
+_BOOTSTRAP_SAMPLES = 10_000
+
+
+def _value(checkpoint: dict, axis: str) -> float:
+    if axis == "compute":
+        return float(checkpoint["reward_rows"] + checkpoint["policy_tokens"])
+    return float(checkpoint[axis])
+
+
+def path(run: dict, axis: str) -> list[tuple[float, float]]:
+    """``(x, held-out reward)`` from the starting policy through the run's checkpoints."""
+    if axis not in AXES:
+        raise InvalidArgumentError("axis", axis, f"one of {sorted(AXES)}")
+    points = [(0.0, float(run["start_reward"]))]
+    points += [(_value(c, axis), float(c["reward_mean"])) for c in run["checkpoints"]]
+    return points
+
+
+def reward_at(points: Sequence[tuple[float, float]], level: float) -> float | None:
+    """The reward where the path first reaches ``level``, interpolated; ``None`` if never."""
+    if level <= points[0][0]:
+        return points[0][1]
+    for (x_a, y_a), (x_b, y_b) in itertools.pairwise(points):
+        if x_b >= level > x_a:
+            return y_a + (level - x_a) / (x_b - x_a) * (y_b - y_a)
+    return None
+
+
+def matched_levels(runs_by_condition: dict[str, list[dict]], axis: str, count: int = 3):
+    """``count`` levels every condition reaches on most seeds.
+
+    The top level is the smallest, over conditions, of the median final value of the axis; the
+    others divide it evenly (for 3: a third, two thirds, all of it).
+    """
+    tops = [
+        float(np.median([path(run, axis)[-1][0] for run in runs]))
+        for runs in runs_by_condition.values()
+    ]
+    top = min(tops)
+    if not top > 0:
+        return []
+    return [top * (i + 1) / count for i in range(count - 1)] + [top]
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A mean over seeds with its percentile-bootstrap 95% interval.
+
+    Attributes:
+        mean: the mean over the seeds that have a value.
+        low, high: the 2.5% and 97.5% percentiles of the bootstrap means.
+        n: seeds with a value; ``total``: seeds in all.
+    """
+
+    mean: float
+    low: float
+    high: float
+    n: int
+    total: int
+
+    def text(self, digits: int = 3) -> str:
+        if self.n == 0:
+            return f"not reached (0/{self.total})"
+        reached = "" if self.n == self.total else f", {self.n}/{self.total} seeds"
+        return f"{self.mean:+.{digits}f} [{self.low:+.{digits}f}, {self.high:+.{digits}f}]{reached}"
+
+
+def bootstrap_mean(values: Sequence[float | None], *, seed: int = 0) -> Interval:
+    """Mean of the values that are not ``None``, with a percentile-bootstrap 95% interval.
+
+    Seeds are resampled with replacement (:data:`_BOOTSTRAP_SAMPLES` times, a fixed generator,
+    so the interval is reproducible). With one value the interval is that value.
+    """
+    present = np.array([v for v in values if v is not None], dtype=float)
+    if len(present) == 0:
+        return Interval(math.nan, math.nan, math.nan, 0, len(values))
+    generator = np.random.default_rng(seed)
+    draws = generator.integers(0, len(present), size=(_BOOTSTRAP_SAMPLES, len(present)))
+    means = present[draws].mean(axis=1)
+    low, high = np.percentile(means, [2.5, 97.5])
+    return Interval(float(present.mean()), float(low), float(high), len(present), len(values))
