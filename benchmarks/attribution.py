@@ -40,6 +40,7 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 from functools import partial
@@ -64,6 +65,8 @@ from tokenshape.models.sentiment import load_sentiment_reward_model
 from tokenshape.reward import SequenceClassifierReward
 
 RESULTS = Path(__file__).resolve().parent / "results" / "attribution"
+#: Rows per forward of the exact passes when the floor is not measured (--only-fidelity).
+ONLY_FIDELITY_CHUNK = 16
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -87,6 +90,30 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="before timing, wait until the 1-minute load average is below LOAD (poll every minute, at most 30 minutes)",
     )
     parser.add_argument(
+        "--games",
+        default=None,
+        metavar="NPZ",
+        help="where every coalition value of the fidelity set is saved (default "
+        "benchmarks/results/attribution_games.npz, next to the results)",
+    )
+    parser.add_argument(
+        "--reuse-games",
+        action="store_true",
+        help="read the exact values and coalition tables from --games instead of the model",
+    )
+    parser.add_argument(
+        "--only-fidelity",
+        action="store_true",
+        help="run the fidelity part alone (no floor, timing or batch part) and write it to --out",
+    )
+    parser.add_argument(
+        "--fidelity-reviews",
+        type=int,
+        default=None,
+        metavar="N",
+        help="explain N reviews in the fidelity part instead of the preset's",
+    )
+    parser.add_argument(
         "--render",
         default=None,
         metavar="JSON",
@@ -101,6 +128,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         return rerender(Path(args.render))
 
     settings = QUICK if args.quick else FULL
+    if args.fidelity_reviews is not None:
+        settings = replace(settings, fidelity_reviews=args.fidelity_reviews)
     device = torch.device(args.device)
     if args.out is not None:
         prefix = Path(args.out)
@@ -108,6 +137,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         prefix = Path(tempfile.mkdtemp(prefix="tokenshape-bench-")) / "attribution"
     else:
         prefix = RESULTS
+    games_path = Path(args.games) if args.games else prefix.with_name(prefix.name + "_games.npz")
     started = datetime.now(UTC)
     t0 = time.perf_counter()
 
@@ -145,6 +175,41 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     widths[p + settings.fidelity_tokens + 2] = fidelity_set[0]
     widths.setdefault(p + settings.batch_response_tokens + 2, batch_set[0])
 
+    width = p + settings.fidelity_tokens + 2
+    captum_chunk = default_chunk_rows(device)
+
+    def fidelity_part(chunk: int) -> dict[str, Any]:
+        def context(the_reward: Any) -> Context:
+            return Context(the_reward, mask_id, tokenizer, chunk, captum_chunk)
+
+        return measure_fidelity(
+            methods,
+            settings,
+            fidelity_set,
+            live=context(reward),
+            replay_context=lambda table: context(CountingReward(TableReward(table, reward))),
+            games_path=games_path,
+            reuse_games=args.reuse_games,
+            log=log,
+        )
+
+    if args.only_fidelity:
+        results = {
+            "command": " ".join(["python", "benchmarks/attribution.py", *sys.argv[1:]]),
+            "started": started.strftime("%Y-%m-%d %H:%M"),
+            "machine": machine_info(device),
+            "settings": dict(settings.__dict__),
+            "load_start": list(os.getloadavg()),
+        }
+        results["fidelity"] = fidelity_part(ONLY_FIDELITY_CHUNK)
+        results["finished"] = datetime.now(UTC).strftime("%Y-%m-%d %H:%M")
+        results["load_end"] = list(os.getloadavg())
+        results["methods"] = {
+            **{m.name: m.how for m in methods},
+            **results["fidelity"]["latest_shapiq"]["how"],
+        }
+        return write_results(results, prefix, log)
+
     waited = 0.0
     if args.wait_for_load is not None:
         waited = wait_for_load_below(args.wait_for_load, 60.0, 1800.0, log)
@@ -152,7 +217,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     # Floor.
     floor = measure_floor(model, widths, settings, mask_id, device, settings.floor_batch_sizes, log)
-    captum_chunk = default_chunk_rows(device)
 
     def context_for(width: int, the_reward: Any = reward) -> Context:
         return Context(the_reward, mask_id, tokenizer, floor.best_batch(width), captum_chunk)
@@ -173,15 +237,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     load_timing.append(round(os.getloadavg()[0], 2))
 
     # Fidelity: exact tables, then the sweep on the recorded values.
-    width = p + settings.fidelity_tokens + 2
-    fidelity = measure_fidelity(
-        methods,
-        settings,
-        fidelity_set,
-        live=context_for(width, reward),
-        replay_context=lambda table: context_for(width, CountingReward(TableReward(table, reward))),
-        log=log,
-    )
+    fidelity = fidelity_part(floor.best_batch(width))
 
     results: dict[str, Any] = {
         "command": " ".join(
@@ -196,7 +252,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "load_start": list(load_start),
         "load_timing": load_timing,
         "load_end": list(os.getloadavg()),
-        "methods": {m.name: m.how for m in methods},
+        "methods": {
+            **{m.name: m.how for m in methods},
+            **fidelity["latest_shapiq"]["how"],
+        },
         "floor": {
             "sweep": {w: dict(s) for w, s in floor.sweep.items()},
             "best": {w: list(b) for w, b in floor.best.items()},
@@ -206,6 +265,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "batch": batch,
         "fidelity": fidelity,
     }
+    return write_results(results, prefix, log)
+
+
+def write_results(
+    results: dict[str, Any], prefix: Path, log: Callable[[str], None]
+) -> dict[str, Any]:
+    """Add the targets, write ``prefix``.json and .md, and log the verdicts."""
     results["targets"] = targets(results)
     prefix.parent.mkdir(parents=True, exist_ok=True)
     json_path, md_path = prefix.with_suffix(".json"), prefix.with_suffix(".md")

@@ -4,14 +4,25 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+from harness.machine import ROOT
 
 import tokenshape
 from attribution_bench.game import Context, Method
+from attribution_bench.game_tables import coalition_values, load_games, row_table, save_games
+from attribution_bench.peers.shapiq_latest import run_latest_shapiq
+from attribution_bench.rewards import CountingReward
 from attribution_bench.sequences import Sequence, batch_tensors
 from attribution_bench.settings import Settings
+from attribution_bench.smooth_games import MASK_ID as SMOOTH_MASK_ID
+from attribution_bench.smooth_games import smooth_games
+
+#: The two games of the fidelity part: replacement by [MASK], and deletion.
+GAMES = ("mask", "remove")
 
 
 def pearson(a: np.ndarray, b: np.ndarray) -> float:
@@ -134,6 +145,45 @@ def rows_to_target(records: list[dict[str, Any]], method: str, target: float) ->
     }
 
 
+def _exact_or_stored(
+    fidelity_set: list[Sequence],
+    *,
+    live: Context,
+    games_path: Path,
+    reuse_games: bool,
+    log: Callable[[str], None],
+) -> dict[str, Any]:
+    """Both games' exact values and row tables: from the model, saved to ``games_path``, or
+    read back from it (``reuse_games``: no model time)."""
+    reviews = np.array([s.review for s in fidelity_set])
+    out: dict[str, Any] = {}
+    if reuse_games:
+        stored = load_games(games_path)
+        if stored["reviews"].tolist() != reviews.tolist():
+            raise RuntimeError(f"{games_path} holds other reviews than the fidelity set")
+        for game in GAMES:
+            values = stored[f"values_{game}"]
+            out[game] = (
+                list(stored[f"exact_{game}"]),
+                row_table(values, fidelity_set, mask_id=live.mask_id, remove=game == "remove"),
+                float(stored[f"exact_seconds_{game}"]),
+                values,
+            )
+        log(f"exact values and coalition tables read from {games_path}")
+        return out
+    for game, masking in (("mask", "auto"), ("remove", "remove")):
+        exact, table, seconds = exact_tables(live, fidelity_set, masking)
+        log(f"exact ({game} game): {seconds:.1f} s, {len(table)} distinct rows")
+        values = np.stack(
+            [
+                coalition_values(table, s, mask_id=live.mask_id, remove=game == "remove")
+                for s in fidelity_set
+            ]
+        )
+        out[game] = (exact, table, seconds, values)
+    return out
+
+
 def measure_fidelity(
     methods: list[Method],
     settings: Settings,
@@ -141,19 +191,40 @@ def measure_fidelity(
     *,
     live: Context,
     replay_context: Callable[[dict[bytes, float]], Context],
+    games_path: Path,
+    reuse_games: bool,
     log: Callable[[str], None],
 ) -> dict[str, Any]:
-    """The fidelity part: exact values of both games, then every method's budget sweep.
+    """The fidelity part: exact values of both games, then every method's budget sweep, on the
+    reward model's games and on the smooth games, shapiq's current estimators included.
 
     Args:
         live: the context whose reward runs the model (the exact passes).
         replay_context: a recorded table -> a context whose reward looks rows up in it.
+        games_path: where every coalition's value is saved (and read back with ``reuse_games``).
     """
     by_name = {m.name: m for m in methods}
-    exact, table, exact_seconds = exact_tables(live, fidelity_set, "auto")
-    log(f"exact (mask game): {exact_seconds:.1f} s, {len(table)} coalition values")
-    exact_rm, table_rm, exact_rm_seconds = exact_tables(live, fidelity_set, "remove")
-    log(f"exact (deletion game): {exact_rm_seconds:.1f} s, {len(table_rm)} distinct rows")
+    games = _exact_or_stored(
+        fidelity_set, live=live, games_path=games_path, reuse_games=reuse_games, log=log
+    )
+    exact, table, exact_seconds, values = games["mask"]
+    exact_rm, table_rm, exact_rm_seconds, values_rm = games["remove"]
+    smooth_values, smooth_exact, smooth_set, smooth_reward = smooth_games(
+        settings.smooth_players, settings.smooth_games
+    )
+    save_games(
+        games_path,
+        reviews=np.array([s.review for s in fidelity_set]),
+        values_mask=values,
+        exact_mask=np.stack(exact),
+        exact_seconds_mask=np.array(exact_seconds),
+        values_remove=values_rm,
+        exact_remove=np.stack(exact_rm),
+        exact_seconds_remove=np.array(exact_rm_seconds),
+        labels_mask=np.array([s.review for s in fidelity_set]),
+        values_smooth=smooth_values,
+        exact_smooth=smooth_exact,
+    )
     sweep_methods = [m for m in methods if m.game == "mask"]
     records = sweep_fidelity(
         sweep_methods,
@@ -173,24 +244,62 @@ def measure_fidelity(
         settings.fidelity_seeds,
         log,
     )
+    smooth_methods = [m for m in sweep_methods if not m.fixed_rows and not m.needs_tokenizer]
+    smooth_context = replace(
+        live, reward=CountingReward(smooth_reward), mask_id=SMOOTH_MASK_ID, tokenizer=None
+    )
+    smooth_records = sweep_fidelity(
+        smooth_methods,
+        smooth_context,
+        smooth_set,
+        list(smooth_exact),
+        settings.smooth_budgets,
+        settings.smooth_seeds,
+        log,
+    )
+    latest = run_latest_shapiq(
+        games_path,
+        sets=("mask",),
+        budgets=settings.sweep_budgets,
+        seeds=settings.fidelity_seeds,
+        overhead_sizes=settings.overhead_tokens,
+        overhead_budgets=settings.budgets,
+        log=log,
+    )
+    latest_smooth = run_latest_shapiq(
+        games_path,
+        sets=("smooth",),
+        budgets=settings.smooth_budgets,
+        seeds=settings.smooth_seeds,
+        overhead_sizes=(),
+        overhead_budgets=(),
+        log=log,
+    )
+    latest_records = latest["records"].get("mask", [])
+    records += latest_records
+    smooth_records += latest_smooth["records"].get("smooth", [])
+    latest_names = list(dict.fromkeys(r["method"] for r in latest_records))
     correlations = [pearson(a, b) for a, b in zip(exact, exact_rm)]
     rows_needed = [
-        rows_to_target(records, m.name, settings.target_rel_l2)
-        for m in sweep_methods
-        if not m.fixed_rows
+        rows_to_target(records, name, settings.target_rel_l2)
+        for name in [m.name for m in sweep_methods if not m.fixed_rows] + latest_names
     ]
     rows_needed.append(
         rows_to_target(remove_records, "tokenshape.kernel_shap[remove]", settings.target_rel_l2)
     )
+    smooth_names = list(dict.fromkeys(r["method"] for r in smooth_records))
     return {
         "reviews": len(fidelity_set),
         "review_rows": [s.review for s in fidelity_set],
         "tokens": settings.fidelity_tokens,
         "exact_seconds": exact_seconds,
         "exact_remove_seconds": exact_rm_seconds,
+        "games_file": str(
+            games_path.relative_to(ROOT) if games_path.is_relative_to(ROOT) else games_path
+        ),
         "exact": [e.tolist() for e in exact],
         "exact_remove": [e.tolist() for e in exact_rm],
-        "methods": [m.name for m in sweep_methods],
+        "methods": [m.name for m in sweep_methods] + latest_names,
         "records": records,
         "rows_to_target": rows_needed,
         "remove": {
@@ -199,5 +308,23 @@ def measure_fidelity(
             "exact_correlation_min": float(np.nanmin(correlations)),
             "exact_correlation_max": float(np.nanmax(correlations)),
             "records": remove_records,
+        },
+        "smooth": {
+            "players": settings.smooth_players,
+            "games": settings.smooth_games,
+            "methods": smooth_names,
+            "records": smooth_records,
+            "rows_to_target": [
+                rows_to_target(smooth_records, name, settings.target_rel_l2)
+                for name in smooth_names
+            ],
+        },
+        "latest_shapiq": {
+            "python": latest["python"],
+            "versions": latest["versions"],
+            "how": {**latest["how"], **latest_smooth["how"]},
+            "skipped": latest["skipped"] + latest_smooth["skipped"],
+            "failures": latest["failures"] + latest_smooth["failures"],
+            "overhead": latest["overhead"],
         },
     }

@@ -92,6 +92,8 @@ class Method:
         explain_batch: tokenshape's batched call, ``(context, sequences, budget, seed) -> list``.
         fixed_rows: the row count does not depend on the budget (occlusion, attention).
         game: ``"mask"`` or ``"remove"``.
+        needs_tokenizer: it reads the tokens' text (it cannot play the smooth games, which have
+            none).
         how: the settings, as the results table shows them.
     """
 
@@ -101,4 +103,5 @@ class Method:
     explain_batch: Callable[[Context, list[Sequence], int, int], list[np.ndarray]] | None = None
     fixed_rows: bool = False
     game: str = "mask"
+    needs_tokenizer: bool = False
     how: str = ""

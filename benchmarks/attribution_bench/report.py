@@ -8,6 +8,7 @@ import platform
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from harness.machine import cpu_affinity, git_state, package_version
 from harness.tables import fmt, markdown_table
@@ -34,15 +35,23 @@ def rerender(json_path: Path) -> dict[str, Any]:
     return results
 
 
+def _ms(seconds: float | None) -> str:
+    """Seconds as milliseconds with two decimals, ``-`` when not recorded."""
+    return "-" if seconds is None else f"{1e3 * seconds:.2f}"
+
+
 def render_markdown(results: dict[str, Any], analysis: str = "") -> str:
     """The results file's markdown, section by section."""
     out = _head(results)
     out += _targets_section(results, analysis)
-    out += _floor_section(results)
-    out += _timing_section(results)
-    out += _batch_section(results)
+    if "timing" in results:  # absent from a fidelity-only run
+        out += _floor_section(results)
+        out += _timing_section(results)
+        out += _batch_section(results)
     out += _fidelity_section(results)
     out += _deletion_section(results)
+    out += _smooth_section(results)
+    out += _latest_overhead_section(results)
     return "\n".join(out) + "\n"
 
 
@@ -65,7 +74,7 @@ def _head(results: dict[str, Any]) -> list[str]:
         )
         + "  ",
         f"Load average (1 min) at start {results['load_start'][0]:.2f}, at the timed parts "
-        f"{results['load_timing']}, at the end {results['load_end'][0]:.2f}"
+        f"{results.get('load_timing', '(no timed part)')}, at the end {results['load_end'][0]:.2f}"
         + (
             f"; waited {results['waited_s']:.0f} s for a quiet machine"
             if results.get("waited_s")
@@ -205,8 +214,8 @@ def _batch_section(results: dict[str, Any]) -> list[str]:
         (
             "tokenshape: one batched call over all sequences. Peers: looping over the sequences one call each "
             f"(measured on the first {batch['peer_sequences']} of the batch, the timing table's run). "
-            f"Floor at the best batch size {1e3 * batch['floor_row_seconds_before']:.2f} ms/row before, "
-            f"{1e3 * batch['floor_row_seconds_after']:.2f} ms/row after the batched calls."
+            f"Floor at the best batch size {_ms(batch.get('floor_row_seconds_before'))} ms/row "
+            f"before, {_ms(batch.get('floor_row_seconds_after'))} ms/row after the batched calls."
         ),
         "",
     ]
@@ -248,6 +257,7 @@ def _fidelity_section(results: dict[str, Any]) -> list[str]:
         ),
         "",
     ]
+    out += _latest_shapiq_note(fid)
     shown = [b for b in s["budgets"] if b in s["sweep_budgets"]] or s["sweep_budgets"][:3]
     rows = []
     for name in fid["methods"]:
@@ -332,7 +342,7 @@ def _deletion_section(results: dict[str, Any]) -> list[str]:
         "",
     ]
     rows = []
-    for key, timing in results["timing"].items():
+    for key, timing in results.get("timing", {}).items():
         for budget in s["budgets"]:
             pair = {
                 r["method"]: r
@@ -384,3 +394,93 @@ def machine_info(device: torch.device) -> dict[str, Any]:
         "platform": platform.platform(),
         "versions": {package: package_version(package) for package in packages},
     }
+
+
+def _latest_shapiq_note(fid: dict[str, Any]) -> list[str]:
+    """Which environment ran shapiq's current estimators, and the ones that did not run."""
+    latest = fid.get("latest_shapiq")
+    if latest is None:
+        return []
+    out = []
+    if latest["python"]:
+        out.append(
+            "`shapiq-latest.*`: shapiq "
+            f"{latest['versions'].get('shapiq')} under Python {latest['python']} "
+            "(`.venv-bench312`, built by `make bench`), playing the same coalition values from "
+            f"`{fid.get('games_file')}` through a lookup game that counts the coalitions they ask for."
+        )
+    for entry in latest["skipped"]:
+        out.append(f"Skipped: {entry['method']}: {entry['reason']}.")
+    for entry in latest["failures"]:
+        where = f"budget {entry['budget']}" if "budget" in entry else "overhead"
+        out.append(f"Failed: {entry['method']} at {where}: {entry['error']}.")
+    return [" ".join(out), ""] if out else []
+
+
+def _smooth_section(results: dict[str, Any]) -> list[str]:
+    smooth = results["fidelity"].get("smooth")
+    if smooth is None:
+        return []
+    s = results["settings"]
+    out = [
+        f"## Smooth games with interactions ({smooth['games']} games, {smooth['players']} players)",
+        "",
+        (
+            "v(z) = 2 tanh(x(z) / 2), x = additive N(0, 1) values + N(0, 0.5^2) bonuses on 2M "
+            "random pairs and M random triples (`attribution_bench/lookup_games.py`), against "
+            f"exact Shapley values; {s['smooth_seeds']} runs per game and budget. shap's Partition "
+            "needs the tokens' text and does not play them."
+        ),
+        "",
+    ]
+    budgets = s["smooth_budgets"]
+    rows = []
+    for name in smooth["methods"]:
+        recs = {r["budget"]: r for r in smooth["records"] if r["method"] == name}
+        rows.append([name] + [fmt(recs[b]["rel_l2"], 3) if b in recs else "-" for b in budgets])
+    out += [markdown_table(["method"] + [f"rel L2 @{b}" for b in budgets], rows), ""]
+    return out
+
+
+def _latest_overhead_section(results: dict[str, Any]) -> list[str]:
+    """shapiq's current estimators: their own time, and the time over the floor it implies."""
+    latest = results["fidelity"].get("latest_shapiq")
+    if not latest or not latest["overhead"]:
+        return []
+    grid = results["floor"]["grid"] if "floor" in results else []
+    prompt = results["settings"]["prompt_tokens"]
+    rows = []
+    for r in latest["overhead"]:
+        floor_seconds = None
+        if grid:
+            width = prompt + r["response_tokens"] + 2
+            row_seconds = float(np.interp(width, [w for w, _ in grid], [s for _, s in grid]))
+            floor_seconds = r["budget"] * row_seconds
+        rows.append(
+            [
+                r["method"],
+                r["response_tokens"],
+                r["budget"],
+                fmt(1e3 * r["own_seconds"], 1),
+                fmt(floor_seconds, 3),
+                "-" if floor_seconds is None else fmt(1 + r["own_seconds"] / floor_seconds, 3),
+            ]
+        )
+    return [
+        "## shapiq's current estimators: own time",
+        "",
+        (
+            "Their own seconds per explained sequence, measured on an additive numpy game of the "
+            "timing part's sizes (no model); `implied x floor` adds the budget's rows at this file's "
+            "floor per-row time (`-` without a floor part): (floor + own) / floor, an estimate, "
+            "not a timed run with the model. "
+            "Measured during the fidelity run"
+            + (f" ({results['fidelity_run']['started']} UTC)" if "fidelity_run" in results else "")
+            + ", not yet on a quiet machine."
+        ),
+        "",
+        markdown_table(
+            ["method", "R", "budget", "own ms/seq", "floor s/seq", "implied x floor"], rows
+        ),
+        "",
+    ]

@@ -119,3 +119,30 @@ class AdditiveReward:
     def __call__(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
         shown = (input_ids.cpu()[:, self.positions] != self.mask_id).double()
         return shown @ self.weights
+
+
+class LookupReward:
+    """Games given by every coalition's value, played on token rows.
+
+    Row ``[g, t_0, ..., t_{M-1}]`` plays game ``g`` (its first token, never hidden); position
+    ``1 + i`` is player ``i``, shown unless it holds ``mask_id``. Coalition ``c`` holds player
+    ``i`` when bit ``i`` of ``c`` is set, as in :mod:`attribution_bench.lookup_games`.
+
+    Args:
+        values: ``G x 2^M`` float64, game ``g``'s coalition values.
+        mask_id: the hidden token.
+    """
+
+    def __init__(self, values: Tensor, mask_id: int) -> None:
+        self.values = values.to(torch.float64)
+        self.mask_id = mask_id
+        n_players = int(values.shape[1]).bit_length() - 1
+        self.bits = 2 ** torch.arange(n_players)
+        self.tokenizer = None
+        self.__name__ = "lookup"
+        self.device = torch.device("cpu")
+
+    def __call__(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+        ids = input_ids.cpu()
+        shown = (ids[:, 1:] != self.mask_id).long()
+        return self.values[ids[:, 0], shown @ self.bits]

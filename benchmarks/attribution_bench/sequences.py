@@ -8,8 +8,6 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from tokenshape.models.data import split_reviews
-
 
 @dataclass
 class Sequence:
@@ -36,6 +34,8 @@ def cut_reviews(
     tokenizer: Any, count: int, prompt_tokens: int, response_tokens: int
 ) -> list[Sequence]:
     """The first ``count`` held-out IMDB reviews (split seed 0) long enough, cut by tokens."""
+    from tokenshape.models.data import split_reviews  # pandas: only where reviews are read
+
     frame = split_reviews(split="heldout", seed=0)
     needed = prompt_tokens + response_tokens
     out: list[Sequence] = []

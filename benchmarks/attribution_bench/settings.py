@@ -44,6 +44,17 @@ class Settings:
         1536,
         2048,
     )
+    #: Smooth nonlinear games with pairwise and three-way interactions
+    #: (:func:`attribution_bench.lookup_games.smooth_interaction_values`): players, games, the
+    #: budgets swept, runs per game and budget.
+    smooth_players: int = 14
+    smooth_games: int = 10
+    smooth_budgets: tuple[int, ...] = (64, 96, 128, 192, 256, 384, 512)
+    smooth_seeds: int = 3
+    target_smooth_budget: int = 256
+    #: Response tokens and budgets of the numpy game on which the estimators run in their own
+    #: environment (shapiq >= 1.5) time themselves.
+    overhead_tokens: tuple[int, ...] = (64, 128)
     floor_batch_sizes: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 128)
     #: Rows timed per batch size (rounded up to whole batches) and how often; the median is kept.
     floor_rows: int = 128
@@ -72,6 +83,12 @@ QUICK = Settings(
     fidelity_tokens=8,
     fidelity_seeds=2,
     sweep_budgets=(24, 64, 128),
+    smooth_players=8,
+    smooth_games=2,
+    smooth_budgets=(24, 64),
+    smooth_seeds=1,
+    target_smooth_budget=64,
+    overhead_tokens=(16,),
     floor_batch_sizes=(4, 16),
     floor_rows=32,
     floor_repeats=1,

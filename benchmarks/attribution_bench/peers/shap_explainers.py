@@ -70,6 +70,7 @@ def methods() -> list[Method]:
             "shap.partition",
             "shap",
             shap_partition,
+            needs_tokenizer=True,
             how="Partition, Text-masker clustering, batch_size 5 (Text default)",
         ),
         Method(

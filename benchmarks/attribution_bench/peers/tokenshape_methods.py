@@ -11,7 +11,10 @@ from attribution_bench.game import Context, Method
 from attribution_bench.sequences import Sequence, batch_tensors
 
 
-def _tokenshape(method: str, masking: str = "auto") -> tuple[Callable, Callable]:
+def _tokenshape(method: str, *, remove: bool = False) -> tuple[Callable, Callable]:
+    """``method`` in the mask game (hidden tokens become the context's mask id) or, with
+    ``remove``, in the deletion game."""
+
     def explain_batch(
         context: Context, sequences: list[Sequence], budget: int, seed: int
     ) -> list[np.ndarray]:
@@ -24,7 +27,7 @@ def _tokenshape(method: str, masking: str = "auto") -> tuple[Callable, Callable]
             method=method,
             budget=budget,
             seed=seed,
-            masking=masking,
+            masking="remove" if remove else context.mask_id,
         )
         return [phi.detach().cpu().double().numpy() for phi in result.unit_scores]
 
@@ -35,12 +38,14 @@ def _tokenshape(method: str, masking: str = "auto") -> tuple[Callable, Callable]
 
 
 def methods() -> list[Method]:
-    """kernel_shap, lime, occlusion, attention, and kernel_shap in the deletion game."""
+    """kernel_shap, odd_surrogate_shap, lime, occlusion, attention, and kernel_shap in the
+    deletion game."""
     ts_ks, ts_ks_batch = _tokenshape("kernel_shap")
+    ts_odd, ts_odd_batch = _tokenshape("odd_surrogate_shap")
     ts_lime, ts_lime_batch = _tokenshape("lime")
     ts_occ, ts_occ_batch = _tokenshape("occlusion")
     ts_att, ts_att_batch = _tokenshape("attention")
-    ts_rm, ts_rm_batch = _tokenshape("kernel_shap", "remove")
+    ts_rm, ts_rm_batch = _tokenshape("kernel_shap", remove=True)
     return [
         Method(
             "tokenshape.kernel_shap",
@@ -48,6 +53,13 @@ def methods() -> list[Method]:
             ts_ks,
             ts_ks_batch,
             how="paired, extreme sizes enumerated",
+        ),
+        Method(
+            "tokenshape.odd_surrogate_shap",
+            "tokenshape",
+            ts_odd,
+            ts_odd_batch,
+            how="kernel_shap's rows, odd-part kernel-ridge surrogate as control variate",
         ),
         Method(
             "tokenshape.lime", "tokenshape", ts_lime, ts_lime_batch, how="ridge alpha=1, width 0.25"
