@@ -31,6 +31,10 @@ Each step is broken down with timers around the trainer's own methods:
 * ``optimizer_other``: the step's wall time (from one ``on_step_end`` to the next) minus
   ``training_step`` (gradient clipping, AdamW, scheduler, callbacks, logging).
 
+The parts live in ``benchmarks/training_bench/`` (settings, timers, runs, summary, probe, report);
+the machine's load and the table helpers are shared with the attribution benchmark
+(``benchmarks/harness/``).
+
 The first step of every configuration is a warm-up and is not timed; medians are over the timed
 steps. Vanilla runs first and again last; ratios are a configuration's median over the median of
 all vanilla steps of both runs, which brackets any drift over the run.
