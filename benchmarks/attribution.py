@@ -114,6 +114,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="explain N reviews in the fidelity part instead of the preset's",
     )
     parser.add_argument(
+        "--fidelity-seeds",
+        type=int,
+        default=None,
+        metavar="N",
+        help="runs per review and budget in the fidelity sweep instead of the preset's",
+    )
+    parser.add_argument(
         "--render",
         default=None,
         metavar="JSON",
@@ -130,6 +137,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     settings = QUICK if args.quick else FULL
     if args.fidelity_reviews is not None:
         settings = replace(settings, fidelity_reviews=args.fidelity_reviews)
+    if args.fidelity_seeds is not None:
+        settings = replace(settings, fidelity_seeds=args.fidelity_seeds)
     device = torch.device(args.device)
     if args.out is not None:
         prefix = Path(args.out)
