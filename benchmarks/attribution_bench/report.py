@@ -334,6 +334,8 @@ def _deletion_section(results: dict[str, Any]) -> list[str]:
         for r in rm["records"]
     ]
     out += [markdown_table(["budget", "rows", "Pearson", "rel L2"], rows), ""]
+    if "timing" not in results:
+        return out
     out += [
         (
             "Time, from the timing tables (`width/fwd`: mean tokens per row of the forwards; the deletion "
@@ -364,8 +366,8 @@ def _deletion_section(results: dict[str, Any]) -> list[str]:
                     ]
                 )
     header = ["R", "budget", "replace s/seq", "remove s/seq", "speed-up", "width/fwd", "x floor"]
-    out += [markdown_table(header, rows), ""]
-    return "\n".join(out) + "\n"
+    if rows:
+        out += [markdown_table(header, rows), ""]
     return out
 
 
