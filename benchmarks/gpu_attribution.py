@@ -42,7 +42,6 @@ WIDTH = 512
 PROMPT = 32
 SEQUENCES = 32
 BUDGET = 256
-BATCHED = ("tokenshape.kernel_shap", "tokenshape.odd_surrogate_shap")
 TARGET_SPEEDUP = 5.0
 TARGET_FLOOR_RATIO = 1.2
 
@@ -134,7 +133,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     records = []
     for method in methods:
-        batched = method.name in BATCHED
+        batched = method.library == "tokenshape"
         chosen = sequences if batched else sequences[: args.peer_sequences]
         try:
             record = run_timed(method, context, floor, chosen, BUDGET, batched=batched)
