@@ -210,6 +210,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "settings": dict(settings.__dict__),
             "load_start": list(os.getloadavg()),
         }
+        if RESULTS.with_suffix(".json").exists():  # the recorded floor, for the own-time table
+            recorded = json.loads(RESULTS.with_suffix(".json").read_text(encoding="utf-8"))
+            results["floor_reference"] = {
+                "source": f"benchmarks/results/attribution.json ({recorded['started']} UTC)",
+                "grid": recorded["floor"]["grid"],
+            }
         results["fidelity"] = fidelity_part(ONLY_FIDELITY_CHUNK)
         results["finished"] = datetime.now(UTC).strftime("%Y-%m-%d %H:%M")
         results["load_end"] = list(os.getloadavg())

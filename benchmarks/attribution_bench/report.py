@@ -449,7 +449,13 @@ def _latest_overhead_section(results: dict[str, Any]) -> list[str]:
     latest = results["fidelity"].get("latest_shapiq")
     if not latest or not latest["overhead"]:
         return []
-    grid = results["floor"]["grid"] if "floor" in results else []
+    reference = results.get("floor_reference")
+    if "floor" in results:
+        grid, floor_source = results["floor"]["grid"], "this file's floor"
+    elif reference is not None:
+        grid, floor_source = reference["grid"], f"the floor recorded in {reference['source']}"
+    else:
+        grid, floor_source = [], "a floor (none recorded)"
     prompt = results["settings"]["prompt_tokens"]
     rows = []
     for r in latest["overhead"]:
@@ -473,9 +479,9 @@ def _latest_overhead_section(results: dict[str, Any]) -> list[str]:
         "",
         (
             "Their own seconds per explained sequence, measured on an additive numpy game of the "
-            "timing part's sizes (no model); `implied x floor` adds the budget's rows at this file's "
-            "floor per-row time (`-` without a floor part): (floor + own) / floor, an estimate, "
-            "not a timed run with the model. "
+            "timing part's sizes (no model; a table of every coalition is out of reach at 64 "
+            "players); `implied x floor` adds the budget's rows at the per-row time of "
+            f"{floor_source}: (floor + own) / floor, an estimate, not a timed run with the model. "
             "Measured during the fidelity run"
             + (f" ({results['fidelity_run']['started']} UTC)" if "fidelity_run" in results else "")
             + ", not yet on a quiet machine."
