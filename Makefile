@@ -56,7 +56,10 @@ test-verl: $(VERL_STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check tokenshape integrations experiments tests benchmarks
 
+# shapiq's current estimators need Python >= 3.12: benchmarks/bench_env.sh builds .venv-bench312
+# (numpy and shapiq, no torch) when such a Python is installed, and says how to get one when not.
 bench: $(STAMP)
+	sh benchmarks/bench_env.sh .venv-bench312
 	$(PY) benchmarks/attribution.py
 
 clean-venv:

@@ -386,6 +386,15 @@ METHOD_CONFIGS = [
         null_player=False,
     ),
     MethodConfig(
+        "odd_surrogate_shap",
+        rows=lambda m, budget: min(budget, 2**m),
+        efficient=True,
+        shapley_at=lambda m, budget: 2**m <= budget,
+        sampling=True,
+        symmetric=False,
+        null_player=False,
+    ),
+    MethodConfig(
         "lime",
         rows=lambda m, budget: budget if m >= 2 else 2,
         efficient=False,

@@ -13,6 +13,7 @@ from tokenshape.attribution.kernel_shap import KernelShapAttributor
 from tokenshape.attribution.lime import LimeAttributor
 from tokenshape.attribution.lime_library import LimeLibraryAttributor
 from tokenshape.attribution.occlusion import OcclusionAttributor
+from tokenshape.attribution.odd_surrogate_shap import OddSurrogateShapAttributor
 from tokenshape.attribution.shap_library import ShapLibraryAttributor
 
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
     "LimeAttributor",
     "LimeLibraryAttributor",
     "OcclusionAttributor",
+    "OddSurrogateShapAttributor",
     "ShapLibraryAttributor",
     "attribute",
     "make_attributor",

@@ -15,6 +15,7 @@ from tokenshape.attribution.kernel_shap import KernelShapAttributor
 from tokenshape.attribution.lime import LimeAttributor
 from tokenshape.attribution.lime_library import LimeLibraryAttributor
 from tokenshape.attribution.occlusion import OcclusionAttributor
+from tokenshape.attribution.odd_surrogate_shap import OddSurrogateShapAttributor
 from tokenshape.attribution.shap_library import ShapLibraryAttributor
 from tokenshape.errors import InvalidArgumentError
 from tokenshape.evaluation import ChunkedEvaluator, default_chunk_rows
@@ -31,6 +32,7 @@ __all__ = ["METHODS", "attribute", "make_attributor", "register_method"]
 #: ``shap`` and ``lime`` only when they run.
 METHODS: dict[str, Callable[[], Attributor]] = {
     "kernel_shap": KernelShapAttributor,
+    "odd_surrogate_shap": OddSurrogateShapAttributor,
     "lime": LimeAttributor,
     "exact": ExactShapleyAttributor,
     "occlusion": OcclusionAttributor,

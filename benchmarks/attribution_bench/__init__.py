@@ -1,0 +1,1 @@
+"""The attribution benchmark's parts; ``benchmarks/attribution.py`` runs them."""

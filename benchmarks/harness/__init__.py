@@ -1,0 +1,1 @@
+"""What both benchmarks share: result tables, the machine's description and its load."""
