@@ -16,9 +16,12 @@ Parts:
   sequences it did not audit) and, on the same sequences, of kernel_shap at the explainer's
   average rows, kernel_shap at 64 rows, attention, gradient and prefix. Rows per sequence are the
   explainer's own count (see :mod:`tokenshape.amortized.explainer`).
-* **exact**: held-out reviews cut by tokens into an 8-token prompt and a 12-token response; exact
-  Shapley values (2^12 rows each) against prefix, gradient, attention, occlusion and kernel_shap
-  at 64 rows.
+* **exact**: the exact Shapley values (2^12 rows each) that the attribution benchmark stored for
+  its fidelity part (``benchmarks/results/attribution.json``: held-out reviews cut by tokens into
+  a 32-token prompt and a 12-token response) against prefix, gradient, attention, occlusion and
+  kernel_shap at 64 rows. The stored values are first checked against this reward model: their
+  sum must equal v(all) - v(empty) as computed now (else the part recomputes them, 4,096 rows per
+  review).
 
 Every reward-model value goes through one memo (:class:`MemoReward`), so a coalition asked for
 twice is computed once; rows are counted by the methods as they ask for them, whether or not the
@@ -37,6 +40,7 @@ import json
 import math
 import os
 import platform
+import signal
 import subprocess
 import sys
 import time
@@ -55,6 +59,9 @@ from tokenshape.models.sentiment import load_sentiment_reward_model
 from tokenshape.reward import ScoringStates, SequenceClassifierReward
 
 RESULTS = Path(__file__).resolve().parent / "results"
+ATTRIBUTION_RESULTS = RESULTS / "attribution.json"
+#: How far the stored exact values' sum may be from v(all) - v(empty) of this model.
+EXACT_CHECK_TOLERANCE = 1e-4
 CALL_SEQUENCES = 8
 REFERENCE_SEED = 7919
 
@@ -273,10 +280,6 @@ def run_amortized(reward: MemoReward, args: argparse.Namespace, log: Any) -> dic
     }
     for label, options in (
         (f"kernel_shap@{matched_budget}", {"method": "kernel_shap", "budget": matched_budget}),
-        (
-            f"kernel_shap@{args.teacher_budget}",
-            {"method": "kernel_shap", "budget": args.teacher_budget},
-        ),
         ("attention", {"method": "attention"}),
         ("gradient", {"method": "gradient"}),
         ("prefix", {"method": "prefix"}),
@@ -304,12 +307,42 @@ def run_amortized(reward: MemoReward, args: argparse.Namespace, log: Any) -> dic
     }
 
 
-def run_exact(reward: MemoReward, args: argparse.Namespace, log: Any) -> dict[str, Any]:
-    pairs = token_continuations(reward.tokenizer, args.exact_reviews, 8, 12)
+def _stored_exact(reward: MemoReward) -> tuple[Any, list[Tensor], dict[str, Any]]:
+    """The attribution benchmark's sequences and exact values, if they fit this reward model."""
+    stored = json.loads(ATTRIBUTION_RESULTS.read_text())["fidelity"]
+    prompt_tokens = json.loads(ATTRIBUTION_RESULTS.read_text())["settings"]["prompt_tokens"]
+    frame = split_reviews(split="heldout", seed=0)
+    texts = frame.loc[stored["review_rows"], "text"].tolist()
+    needed = prompt_tokens + stored["tokens"]
+    pairs = []
+    for text in texts:
+        ids = reward.tokenizer(text, add_special_tokens=False, truncation=True, max_length=needed)
+        pairs.append((ids["input_ids"][:prompt_tokens], ids["input_ids"][prompt_tokens:]))
     batch = batch_tensors(reward.tokenizer, pairs)
-    started = time.perf_counter()
-    exact = _explain(reward, batch, method="exact").unit_scores
-    log(f"exact Shapley of {len(pairs)} responses: {time.perf_counter() - started:.0f} s")
+    exact = [torch.tensor(phi, dtype=torch.float64) for phi in stored["exact"]]
+    n_units = [int(r.sum()) for r in batch[2]]
+    full = reward(batch[0], batch[1])
+    masked = torch.where(batch[2], reward.tokenizer.mask_token_id, batch[0])
+    empty = reward(masked, batch[1])
+    gap_error = max(abs(float(phi.sum()) - float(f - e)) for phi, f, e in zip(exact, full, empty))
+    check = {
+        "source": str(ATTRIBUTION_RESULTS.relative_to(RESULTS.parent.parent)),
+        "prompt_tokens": prompt_tokens,
+        "max_efficiency_gap": gap_error,
+        "units_match": n_units == [phi.shape[0] for phi in exact],
+    }
+    return batch, exact, check
+
+
+def run_exact(reward: MemoReward, args: argparse.Namespace, log: Any) -> dict[str, Any]:
+    batch, exact, check = _stored_exact(reward)
+    if not (check["units_match"] and check["max_efficiency_gap"] < EXACT_CHECK_TOLERANCE):
+        log(f"stored exact values do not fit this model ({check}); recomputing")
+        pairs = token_continuations(reward.tokenizer, args.exact_reviews, 32, 12)
+        batch = batch_tensors(reward.tokenizer, pairs)
+        exact = _explain(reward, batch, method="exact").unit_scores
+        check = {"source": "computed", "prompt_tokens": 32}
+    log(f"exact values: {check}")
     out = {}
     for label, options in (
         ("prefix", {"method": "prefix"}),
@@ -324,7 +357,13 @@ def run_exact(reward: MemoReward, args: argparse.Namespace, log: Any) -> dict[st
             "rows_per_sequence": float(result.rows.double().mean()),
         }
         log(f"{label}: {out[label]}")
-    return {"reviews": len(pairs), "response_tokens": 12, "prompt_tokens": 8, "methods": out}
+    return {
+        "reviews": len(exact),
+        "response_tokens": 12,
+        "prompt_tokens": check["prompt_tokens"],
+        "exact_values": check,
+        "methods": out,
+    }
 
 
 # ----------------------------------------------------------------------------------------------
@@ -440,10 +479,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--part", choices=("all", "amortized", "exact"), default="all")
     parser.add_argument("--warmup", type=int, default=512)
-    parser.add_argument("--test", type=int, default=32)
+    parser.add_argument("--test", type=int, default=16)
     parser.add_argument("--teacher-budget", type=int, default=64)
     parser.add_argument("--audit-fraction", type=float, default=0.25)
-    parser.add_argument("--exact-reviews", type=int, default=3)
+    parser.add_argument(
+        "--exact-reviews", type=int, default=3, help="reviews when exact values are recomputed"
+    )
     parser.add_argument("--memo", type=Path, default=None, help="keep reward values here")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--quick", action="store_true", help="a small smoke run")
@@ -455,6 +496,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     def log(message: str) -> None:
         print(f"[{datetime.now(UTC):%H:%M:%S}] {message}", file=sys.stderr, flush=True)
 
+    # A terminated run still keeps its memo (the finally clause below).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     memo = torch.load(args.memo, weights_only=False) if args.memo and args.memo.exists() else {}
     model, tokenizer = load_sentiment_reward_model()
     reward = MemoReward(SequenceClassifierReward(model, tokenizer, label=1, minus_label=0), memo)
