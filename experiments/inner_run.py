@@ -22,10 +22,11 @@ import torch
 from transformers import TrainerCallback
 from transformers.trainer_callback import PrinterCallback
 
+from tokenshape.amortized import AmortizedExplainer
 from tokenshape.experiments.config import ExperimentConfig
 from tokenshape.reward import RewardFn, SequenceClassifierReward, StringScorerReward
 from tokenshape.shaped_reward import ShapedReward
-from tokenshape.shaping.params import ShapingParams
+from tokenshape.shaping.params import AMORTIZED, ShapingParams
 from tokenshape.tuning.optimizer import ObjectiveResult
 
 __all__ = ["StepProgress", "load_policy_for", "load_reward", "run_inner"]
@@ -209,9 +210,20 @@ def run_inner(
     policy, tokenizer, start_path = load_policy_for(config, folder)
     reward = load_reward(config)
     attribution = config.attribution
+    methods = {}
+    if params.weights.get(AMORTIZED, 0) > 0:
+        methods[AMORTIZED] = AmortizedExplainer(
+            reward,
+            teacher=attribution.amortized_teacher,
+            teacher_budget=attribution.budget,
+            audit_fraction=attribution.amortized_audit_fraction,
+            min_pearson=attribution.amortized_min_pearson,
+            seed=config.seed,
+        )
     shaped = ShapedReward(
         reward,
         ShapingParams(params.weights, normalization=attribution.normalization),
+        methods=methods,
         budget=attribution.budget,
         seed=config.seed,
         unit=attribution.unit,

@@ -113,19 +113,6 @@ def test_prefix_gives_an_interaction_to_the_later_token(games, pair_game):
     assert float(result.base_value[0]) == pytest.approx(games.prompt_value)
 
 
-def test_prefix_follows_reading_order_not_unit_numbers(games, additive_game, pair_game):
-    # Units numbered against reading order: unit 0 is the last token.
-    ids, attention, response = games.make_batch([((2,), (8, 6, 5))])
-    unit = torch.full(ids.shape, -1, dtype=torch.long)
-    unit[0, 1:4] = torch.tensor([2, 1, 0])
-    result = tokenshape.attribute(
-        pair_game, ids, attention, response, method="prefix", unit=unit, masking=games.MASK_ID
-    )
-    values = games.additive_values
-    expected = torch.tensor([values[5] + 6.0, values[6], values[8]], dtype=torch.float64)
-    torch.testing.assert_close(result.unit_scores[0], expected)
-
-
 def test_encoder_prefix_batched_equals_per_example(bert_reward, minilm_tokenizer):
     pairs = [("a", "the film was wonderful"), ("review:", "awful")]
     encoded = minilm_tokenizer(

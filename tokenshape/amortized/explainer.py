@@ -258,7 +258,7 @@ class AmortizedExplainer(Attributor):
         """The head's efficient scores (``M`` float64 each)."""
         self.head.eval()
         with torch.no_grad():
-            scores = self.head(pad_examples(examples)).double()
+            scores = self.head(pad_examples(examples))
         return [scores[i, : e.n_units] for i, e in enumerate(examples)]
 
     def _teach(
@@ -286,7 +286,7 @@ class AmortizedExplainer(Attributor):
         for k, b in enumerate(rows):
             target = result.unit_scores[k].double().cpu()
             self.fidelity.update(predicted[k], target)
-            examples[b].target = target.float()
+            examples[b].target = target
             self.buffer.append(examples[b])
             out_scores[b] = result.unit_scores[k]
             out_base[b] = result.base_value[k]

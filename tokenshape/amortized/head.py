@@ -31,7 +31,7 @@ class HeadExample:
         units: ``T`` long, the unit of each token (``0 .. M - 1``).
         n_units: M.
         gap: v(all) - v(empty), float.
-        target: ``M`` float32 teacher scores, or None.
+        target: ``M`` float64 teacher scores, or None.
     """
 
     hidden: Tensor
@@ -48,8 +48,8 @@ def pad_examples(examples: list[HeadExample]) -> dict[str, Tensor]:
 
     Returns:
         ``hidden`` ``N x T x H``, ``scoring_hidden`` ``N x H``, ``head_scores`` ``N x T``,
-        ``units`` ``N x T`` (-1 on padding), ``unit_mask`` ``N x M`` bool, ``gap`` ``N``, and,
-        when every example has one, ``target`` ``N x M`` (0 on padding).
+        ``units`` ``N x T`` (-1 on padding), ``unit_mask`` ``N x M`` bool, ``gap`` ``N``
+        float64, and, when every example has one, ``target`` ``N x M`` float64 (0 on padding).
     """
     n = len(examples)
     length = max(e.units.shape[0] for e in examples)
@@ -71,10 +71,10 @@ def pad_examples(examples: list[HeadExample]) -> dict[str, Tensor]:
         "head_scores": head_scores,
         "units": units,
         "unit_mask": unit_mask,
-        "gap": torch.tensor([e.gap for e in examples], dtype=torch.float32),
+        "gap": torch.tensor([e.gap for e in examples], dtype=torch.float64),
     }
     if all(e.target is not None for e in examples):
-        target = torch.zeros(n, width)
+        target = torch.zeros(n, width, dtype=torch.float64)
         for i, e in enumerate(examples):
             target[i, : e.n_units] = e.target
         out["target"] = target
@@ -114,13 +114,22 @@ class ExplainerHead(nn.Module):
         )
 
     def forward(self, batch: dict[str, Tensor]) -> Tensor:
-        """Efficient unit scores ``N x M`` of a :func:`pad_examples` batch."""
+        """Efficient unit scores ``N x M`` (float64, so the sums are exact) of a
+        :func:`pad_examples` batch."""
         hidden = batch["hidden"]
         context = hidden * batch["scoring_hidden"][:, None, :]
-        features = torch.cat([hidden, context, batch["head_scores"][..., None]], dim=-1)
+        size = (self.hidden_size,)
+        features = torch.cat(
+            [
+                nn.functional.layer_norm(hidden, size),
+                nn.functional.layer_norm(context, size),
+                batch["head_scores"][..., None],
+            ],
+            dim=-1,
+        )
         per_token = self.net(features).squeeze(-1)  # N x T
         units = batch["units"]
         on = units >= 0
         raw = torch.zeros(batch["unit_mask"].shape, dtype=per_token.dtype)
         raw = raw.scatter_add(1, units.clamp(min=0), torch.where(on, per_token, 0.0))
-        return efficient_scores(raw, batch["unit_mask"], batch["gap"])
+        return efficient_scores(raw.double(), batch["unit_mask"], batch["gap"])
