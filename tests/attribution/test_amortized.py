@@ -311,7 +311,7 @@ def test_shaped_reward_blends_and_logs_the_amortized_signal(bert_reward):
     for _ in range(2):
         scores = shaped(prompts, completions, log_metric=metrics.__setitem__)
     torch.testing.assert_close(
-        torch.tensor(scores),
+        torch.tensor(scores, dtype=torch.float64),
         shaped.last.attributions["amortized"].full_value.cpu(),
         atol=1e-6,
         rtol=1e-6,
