@@ -398,7 +398,7 @@ def render(results: dict[str, Any]) -> str:
         (
             f"Machine: {results['machine']['cpu_model']}, {results['machine']['nproc']} cores "
             f"(shared; load average at start {results['machine']['load_average_at_start'][0]:.1f}), "
-            f"torch {results['machine']['torch']}, commit {results['machine']['commit'][:10]}  "
+            f"torch {results['machine']['torch']}, commit {results['machine']['commit']}  "
         ),
         (
             f"Date: {results['date']}. Wall times below are not speed figures (the machine was "
