@@ -304,10 +304,12 @@ class AmortizedExplainer(Attributor):
         if low != self.fallback:
             if low:
                 logger.warning(
-                    "amortized explainer: fidelity %.3f over the last %d sequences is below "
-                    "min_pearson=%s; the teacher (%s) explains every sequence",
+                    "amortized explainer: running Pearson %.3f (over %d of fidelity_window=%d "
+                    "sequences) is below min_pearson=%s or not measured on a full window yet; "
+                    "the teacher (%s) explains every sequence",
                     self.fidelity.pearson,
                     len(self.fidelity.pearsons),
+                    self.fidelity.window,
                     self.settings["min_pearson"],
                     self.settings["teacher"],
                 )
