@@ -251,6 +251,30 @@ class AttributionConfig:
         default="sum",
         metadata=_spec("how signed attributions become shares", choices=("sum", "abs", "positive")),
     )
+    amortized_teacher: str = field(
+        default="kernel_shap",
+        metadata=_spec(
+            "the Shapley method the 'amortized' signal's explainer learns from (at `budget` rows)",
+            choices=("kernel_shap", "exact"),
+        ),
+    )
+    amortized_audit_fraction: float = field(
+        default=0.25,
+        metadata=_spec(
+            "share of completions the 'amortized' signal's teacher explains, in (0, 1]",
+            low=0.0,
+            high=1.0,
+        ),
+    )
+    amortized_min_pearson: float = field(
+        default=0.7,
+        metadata=_spec(
+            "running Pearson of the amortised explainer against its teacher below which the "
+            "teacher explains every completion",
+            low=-1.0,
+            high=1.0,
+        ),
+    )
 
 
 @dataclass
@@ -427,6 +451,12 @@ def config_from_dict(data: Mapping[str, Any]) -> ExperimentConfig:
             f"an objective that needs no checkpoints (training.checkpoints="
             f"{config.training.checkpoints}; reward_at_kl reads the reward along the run and "
             "needs training.checkpoints >= 2)",
+        )
+    if config.attribution.amortized_audit_fraction <= 0:
+        raise InvalidArgumentError(
+            "attribution.amortized_audit_fraction",
+            config.attribution.amortized_audit_fraction,
+            "a value in (0, 1]",
         )
     if config.sweep.n_initial > config.sweep.n_trials:
         raise InvalidArgumentError(

@@ -25,6 +25,7 @@ import torch
 from transformers import TrainerCallback
 from transformers.trainer_callback import PrinterCallback
 
+from tokenshape.amortized import AmortizedExplainer
 from tokenshape.errors import InvalidArgumentError
 from tokenshape.experiments.checkpoints import (
     Checkpoint,
@@ -42,7 +43,7 @@ from tokenshape.experiments.runs import RESULT_FILE, run_spec, write_json
 from tokenshape.experiments.sources import load_policy_source, load_reward
 from tokenshape.reward import RewardFn
 from tokenshape.shaped_reward import ShapedReward
-from tokenshape.shaping.params import ShapingParams
+from tokenshape.shaping.params import AMORTIZED, ShapingParams
 from tokenshape.tuning.optimizer import ObjectiveResult
 
 __all__ = ["InnerRun", "StepProgress", "objective_value", "run_inner"]
@@ -229,9 +230,20 @@ class InnerRun:
         if policy.config.pad_token_id is None:
             policy.config.pad_token_id = self.tokenizer.pad_token_id
         attribution = config.attribution
+        methods = {}
+        if params.weights.get(AMORTIZED, 0) > 0:
+            methods[AMORTIZED] = AmortizedExplainer(
+                self.reward,
+                teacher=attribution.amortized_teacher,
+                teacher_budget=attribution.budget,
+                audit_fraction=attribution.amortized_audit_fraction,
+                min_pearson=attribution.amortized_min_pearson,
+                seed=seed,
+            )
         shaped = ShapedReward(
             self.reward,
             ShapingParams(params.weights, normalization=attribution.normalization),
+            methods=methods,
             budget=attribution.budget,
             seed=seed,
             unit=attribution.unit,

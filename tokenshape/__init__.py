@@ -1,6 +1,7 @@
 """tokenshape: dense token-level rewards for RLHF from explained reward models."""
 
 from tokenshape.alignment import align_scores, align_to_policy
+from tokenshape.amortized import AmortizedExplainer
 from tokenshape.attribution import METHODS, Attributor, attribute, register_method
 from tokenshape.errors import (
     InvalidArgumentError,
@@ -16,6 +17,7 @@ from tokenshape.types import TokenAttribution
 
 __all__ = [
     "METHODS",
+    "AmortizedExplainer",
     "Attributor",
     "InvalidArgumentError",
     "LinearShaper",

@@ -16,6 +16,7 @@ replacement tokens and alignment can be derived without further arguments.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 import torch
@@ -25,6 +26,7 @@ from tokenshape.errors import InvalidArgumentError, RewardFunctionError
 
 __all__ = [
     "RewardFn",
+    "ScoringStates",
     "SequenceClassifierReward",
     "StringScorerReward",
     "check_reward_output",
@@ -100,6 +102,29 @@ def scoring_positions(
         return torch.full((rows,), length - 1, dtype=torch.long, device=input_ids.device)
     columns = torch.arange(length, device=input_ids.device)
     return (columns * (input_ids != pad_token_id)).argmax(dim=1)
+
+
+@dataclass
+class ScoringStates:
+    """What one forward of a sequence classifier shows besides its reward.
+
+    Attributes:
+        reward: ``B`` float32, the reward of each row.
+        hidden: ``B x L x H`` float32, the last layer's hidden state at every position.
+        scoring_hidden: ``B x H`` float32, the hidden state at the scoring position.
+        head_scores: ``B x L`` float32, the reward read through the classification head at every
+            position (equal to ``reward`` at the scoring position). For a decoder classifier
+            position ``p`` holds the reward of the prefix ending at ``p``.
+    """
+
+    reward: Tensor
+    hidden: Tensor
+    scoring_hidden: Tensor
+    head_scores: Tensor
+
+
+#: How far the head read at the scoring position may differ from the model's own reward.
+_HEAD_TOLERANCE = 1e-3
 
 
 def _model_device(model: torch.nn.Module) -> torch.device:
@@ -228,6 +253,117 @@ class SequenceClassifierReward:
         position = self.scoring_positions(ids)
         rows = torch.arange(ids.shape[0], device=device)
         return self._reward_from_logits(out.logits), last_layer[rows, position]
+
+    def _head_at_every_position(self, hidden: Tensor) -> Tensor:
+        """Logits ``B x L x num_labels`` of the classification head applied at every position.
+
+        A decoder classifier's ``score`` layer is applied to each state; an encoder's head (its
+        base model's pooler, when it has one, then ``classifier``) reads the first position, so
+        every state is given to it as a sequence of one.
+        """
+        score = getattr(self.model, "score", None)
+        if isinstance(score, torch.nn.Module):
+            return score(hidden)
+        classifier = getattr(self.model, "classifier", None)
+        if not isinstance(classifier, torch.nn.Module):
+            raise RewardFunctionError(
+                f"{self.__name__} has neither a score nor a classifier head: expected a "
+                "transformers sequence classifier"
+            )
+        batch, length, width = hidden.shape
+        states = hidden.reshape(batch * length, 1, width)
+        pooler = getattr(getattr(self.model, "base_model", None), "pooler", None)
+        if isinstance(pooler, torch.nn.Module):
+            states = pooler(states)
+        return classifier(states).reshape(batch, length, -1)
+
+    def scoring_states(self, input_ids: Tensor, attention_mask: Tensor) -> ScoringStates:
+        """The reward, the last layer's hidden states and the head read at every position.
+
+        One forward (with ``output_hidden_states=True``) under ``torch.no_grad``, so the returned
+        tensors can feed a model that is trained on them.
+
+        Args:
+            input_ids: ``B x L``.
+            attention_mask: ``B x L``.
+
+        Raises:
+            RewardFunctionError: the model returns no hidden states, or its head read at the
+                scoring position does not give its own reward (a head this adapter cannot
+                apply position by position, or a scoring position other than ``scoring_position``).
+        """
+        device = self.device
+        ids, mask = input_ids.to(device), attention_mask.to(device)
+        with torch.no_grad():
+            out = self.model(input_ids=ids, attention_mask=mask, output_hidden_states=True)
+            if not out.hidden_states:
+                raise RewardFunctionError(
+                    f"{self.__name__} returned no hidden states: expected a transformers model "
+                    "that supports output_hidden_states=True"
+                )
+            hidden = out.hidden_states[-1]
+            reward = self._reward_from_logits(out.logits)
+            batch = ids.shape[0]
+            head_scores = self._reward_from_logits(
+                self._head_at_every_position(hidden).reshape(batch * ids.shape[1], -1)
+            ).reshape(batch, -1)
+        rows = torch.arange(batch, device=device)
+        position = self.scoring_positions(ids)
+        read = head_scores[rows, position]
+        if not torch.allclose(read, reward, atol=_HEAD_TOLERANCE, rtol=_HEAD_TOLERANCE):
+            raise RewardFunctionError(
+                f"{self.__name__}: the head read at the {self.scoring_position} position gives "
+                f"{read[:3].tolist()} where the model scores {reward[:3].tolist()}: expected a "
+                "head that scores each position on its own and a matching scoring_position"
+            )
+        return ScoringStates(
+            reward=reward,
+            hidden=hidden.float(),
+            scoring_hidden=hidden[rows, position].float(),
+            head_scores=head_scores,
+        )
+
+    def gradient_times_input(
+        self, input_ids: Tensor, attention_mask: Tensor, *, baseline_id: int | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """The reward and, per token, its gradient times the token's input embedding.
+
+        One forward and one backward through the model. The token embeddings are made a leaf of
+        the graph by a hook on the input embedding layer, so the model still reads ``input_ids``
+        (a decoder classifier finds its scoring position from them).
+
+        Args:
+            input_ids: ``B x L``.
+            attention_mask: ``B x L``.
+            baseline_id: when given, the input is measured from this token's embedding:
+                ``(e_t - e_baseline) . d reward / d e_t``; else ``e_t . d reward / d e_t``.
+
+        Returns:
+            (reward ``B`` float32, scores ``B x L`` float32), each row's reward differentiated
+            with respect to its own embeddings only.
+        """
+        device = self.device
+        ids, mask = input_ids.to(device), attention_mask.to(device)
+        embedding = self.model.get_input_embeddings()
+        leaves: list[Tensor] = []
+
+        def make_leaf(module, inputs, output):
+            leaves.append(output.detach().requires_grad_(True))
+            return leaves[-1]
+
+        handle = embedding.register_forward_hook(make_leaf)
+        try:
+            with torch.enable_grad():
+                reward = self._reward_from_logits(
+                    self.model(input_ids=ids, attention_mask=mask).logits
+                )
+                (gradient,) = torch.autograd.grad(reward.sum(), leaves[0])
+        finally:
+            handle.remove()
+        inputs = leaves[0].detach()
+        if baseline_id is not None:
+            inputs = inputs - embedding.weight[baseline_id].detach()
+        return reward.detach(), (gradient * inputs).sum(dim=-1).float()
 
 
 class StringScorerReward:

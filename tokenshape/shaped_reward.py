@@ -26,6 +26,7 @@ a turn whose content cannot be placed raises :class:`~tokenshape.errors.TokenSha
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -36,11 +37,13 @@ import torch
 from torch import Tensor
 
 from tokenshape.alignment import align_scores
+from tokenshape.amortized import AmortizedExplainer
 from tokenshape.attribution import METHODS, Attributor, attribute
 from tokenshape.encoding import tokens_ending_in
 from tokenshape.errors import InvalidArgumentError, TokenShapeError
 from tokenshape.reward import RewardFn, SequenceClassifierReward, check_reward_output
 from tokenshape.shaping import SPARSE, ShapingParams, shape_rewards
+from tokenshape.shaping.params import AMORTIZED
 from tokenshape.types import TokenAttribution
 from tokenshape.units import token_char_spans
 
@@ -340,7 +343,9 @@ class ShapedReward:
             holds (``.model``) is moved to ``accelerate.PartialState().device``.
         params: the shaping weights over signals. A signal is an attribution method's name
             (``"kernel_shap"``, ``"attention"``, ...; see :data:`tokenshape.METHODS`), a name
-            given in ``methods``, or ``"sparse"``.
+            given in ``methods``, ``"amortized"`` (an :class:`~tokenshape.AmortizedExplainer` of
+            ``reward`` with ``budget`` as its teacher's budget, unless ``methods`` gives one), or
+            ``"sparse"``.
         tokenizer: the reward model's tokenizer, a fast one (default: ``reward.tokenizer``).
         methods: extra signal name -> method name or configured
             :class:`~tokenshape.attribution.Attributor`.
@@ -401,6 +406,12 @@ class ShapedReward:
         self.params = params
         self.tokenizer = tokenizer
         self.signals = self._resolve_signals(params, dict(methods or {}))
+        if self.signals.get(AMORTIZED) == AMORTIZED:
+            self.signals[AMORTIZED] = (
+                AmortizedExplainer(reward, seed=seed)
+                if budget is None
+                else AmortizedExplainer(reward, teacher_budget=budget, seed=seed)
+            )
         self.policy_tokenizer = policy_tokenizer
         self.budget = budget
         self.seed = seed
@@ -429,12 +440,12 @@ class ShapedReward:
                 raise InvalidArgumentError(
                     f"methods[{signal!r}]", method, "a method name or an Attributor"
                 )
-        available = sorted(set(METHODS) | set(methods))
+        available = sorted(set(METHODS) | set(methods) | {AMORTIZED})
         signals = {}
         for signal in params.active_signals:
             if signal == SPARSE:
                 continue
-            if signal not in methods and signal not in METHODS:
+            if signal not in methods and signal not in METHODS and signal != AMORTIZED:
                 raise InvalidArgumentError(
                     f"params.weights[{signal!r}]",
                     params.weights[signal],
@@ -473,7 +484,8 @@ class ShapedReward:
                 ``tokenshape/<signal>/seconds`` (wall time of the attribution),
                 ``tokenshape/<signal>/rows_per_sequence`` (reward-model forward rows) and
                 ``tokenshape/<signal>/efficiency_error`` (mean ``|sum phi - (v(all) - v(empty))|``,
-                0 for the Shapley methods).
+                0 for the Shapley methods), and for an amortised signal
+                ``tokenshape/<signal>/pearson`` (the explainer's running fidelity, once measured).
 
         Returns:
             ``B`` floats, the reward model's scores.
@@ -522,6 +534,10 @@ class ShapedReward:
                     attributions[signal],
                     time.perf_counter() - started,
                 )
+                log_metric = kwargs.get("log_metric")
+                amortized = isinstance(method, AmortizedExplainer) and log_metric is not None
+                if amortized and not math.isnan(method.fidelity.pearson):
+                    log_metric(f"tokenshape/{signal}/pearson", method.fidelity.pearson)
         scored = explained if attributions else torch.zeros_like(explained)
         if attributions:
             full = next(iter(attributions.values())).full_value

@@ -9,11 +9,13 @@ from tokenshape.attribution.base import (
     GameAttribution,
 )
 from tokenshape.attribution.exact import ExactShapleyAttributor, shapley_from_values
+from tokenshape.attribution.gradient import GradientAttributor
 from tokenshape.attribution.kernel_shap import KernelShapAttributor
 from tokenshape.attribution.lime import LimeAttributor
 from tokenshape.attribution.lime_library import LimeLibraryAttributor
 from tokenshape.attribution.occlusion import OcclusionAttributor
 from tokenshape.attribution.odd_surrogate_shap import OddSurrogateShapAttributor
+from tokenshape.attribution.prefix import PrefixAttributor
 from tokenshape.attribution.shap_library import ShapLibraryAttributor
 
 __all__ = [
@@ -24,11 +26,13 @@ __all__ = [
     "CoalitionPlan",
     "ExactShapleyAttributor",
     "GameAttribution",
+    "GradientAttributor",
     "KernelShapAttributor",
     "LimeAttributor",
     "LimeLibraryAttributor",
     "OcclusionAttributor",
     "OddSurrogateShapAttributor",
+    "PrefixAttributor",
     "ShapLibraryAttributor",
     "attribute",
     "make_attributor",

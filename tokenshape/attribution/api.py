@@ -11,11 +11,13 @@ from torch import Tensor
 from tokenshape.attribution.attention import AttentionAttributor
 from tokenshape.attribution.base import Attributor
 from tokenshape.attribution.exact import ExactShapleyAttributor
+from tokenshape.attribution.gradient import GradientAttributor
 from tokenshape.attribution.kernel_shap import KernelShapAttributor
 from tokenshape.attribution.lime import LimeAttributor
 from tokenshape.attribution.lime_library import LimeLibraryAttributor
 from tokenshape.attribution.occlusion import OcclusionAttributor
 from tokenshape.attribution.odd_surrogate_shap import OddSurrogateShapAttributor
+from tokenshape.attribution.prefix import PrefixAttributor
 from tokenshape.attribution.shap_library import ShapLibraryAttributor
 from tokenshape.errors import InvalidArgumentError
 from tokenshape.evaluation import ChunkedEvaluator, default_chunk_rows
@@ -37,6 +39,8 @@ METHODS: dict[str, Callable[[], Attributor]] = {
     "exact": ExactShapleyAttributor,
     "occlusion": OcclusionAttributor,
     "attention": AttentionAttributor,
+    "prefix": PrefixAttributor,
+    "gradient": GradientAttributor,
     "shap_library": ShapLibraryAttributor,
     "lime_library": LimeLibraryAttributor,
 }
@@ -186,8 +190,8 @@ def attribute(
             with a warning.
         method: a name from :data:`METHODS` or an :class:`Attributor` with custom options.
         budget: forward rows per sequence, the full and empty coalitions included (>= 2). None
-            takes the method's default; ``exact``, ``occlusion`` and ``attention`` need a fixed
-            number of rows (2^M, M+2, 1) and ignore it.
+            takes the method's default; ``exact``, ``occlusion``, ``attention``, ``prefix`` and
+            ``gradient`` need a fixed number of rows (2^M, M+2, 1, 1 or M+1, 3) and ignore it.
         seed: the same seed gives the same result; each sequence draws from its own generator.
         unit: ``"token"``, ``"word"``, ``"sentence"`` or a ``LongTensor[B, L]`` of unit numbers
             (e.g. chat turns; -1 off the players).

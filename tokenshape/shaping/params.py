@@ -9,10 +9,13 @@ from typing import Any
 
 from tokenshape.errors import InvalidArgumentError
 
-__all__ = ["NORMALIZATIONS", "SPARSE", "ShapingParams"]
+__all__ = ["AMORTIZED", "NORMALIZATIONS", "SPARSE", "ShapingParams"]
 
 #: The signal that puts the whole sequence reward on the last response token.
 SPARSE = "sparse"
+#: The signal of an :class:`~tokenshape.AmortizedExplainer`, which a ``ShapedReward`` builds for
+#: its own reward when no method is given for it.
+AMORTIZED = "amortized"
 
 #: How a signal's per-token attributions phi become shares e summing to 1 over the response
 #: (see :func:`tokenshape.shaping.shape_rewards` for the formulas and fallbacks):
