@@ -69,9 +69,11 @@ def run_config(
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
 
+    from tokenshape.amortized import AmortizedExplainer
     from tokenshape.integrations.trl import ShapedGRPOTrainer, TokenShapeConfig
     from tokenshape.shaped_reward import ShapedReward
     from tokenshape.shaping import ShapingParams
+    from tokenshape.shaping.params import AMORTIZED
 
     timed = settings.steps_for(model_name)
     label = f"{model_name}/{config.name}"
@@ -106,9 +108,21 @@ def run_config(
         "callbacks": [StepCallback(timer, label)],
     }
     if config.shaped:
+        methods = {}
+        if config.signal == AMORTIZED:
+            # Teacher budget = the run's budget; no fidelity floor, so the head answers for the
+            # sequences it is not audited on from the first call (the fidelity is logged).
+            methods[AMORTIZED] = AmortizedExplainer(
+                reward,
+                teacher_budget=config.budget,
+                audit_fraction=0.25,
+                min_pearson=None,
+                seed=SEED,
+            )
         shaped = ShapedReward(
             reward,
             ShapingParams({config.signal: 0.5, "sparse": 0.5}),
+            methods=methods,
             budget=config.budget,
             seed=SEED,
             name="shaped_reward",

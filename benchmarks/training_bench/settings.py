@@ -29,6 +29,7 @@ CONFIGS = (
     RunConfig("kernel_shap@128", "kernel_shap", 128),
     RunConfig("lime@64", "lime", 64),
     RunConfig("attention", "attention", None),
+    RunConfig("amortized@64", "amortized", 64),
     RunConfig("vanilla (again)"),
 )
 #: The ratios' denominator: both vanilla runs' steps together.
