@@ -132,12 +132,28 @@ def test_responses_cut_at_the_maximum_length(dense_manager, make_data):
     assert torch.all(rm_scores[:2, :-1] != 0)
 
 
-def test_a_response_without_text_gets_zero_rewards(dense_manager, make_data):
-    # An empty response (only the end-of-sequence token) has no text to score or explain.
+def test_a_response_without_text_is_scored_by_the_reward_model_on_its_last_token(
+    dense_manager, make_data, reward_model_path
+):
+    # An empty response (only the end-of-sequence token) has no players: the reward model scores
+    # the prompt alone and the whole score goes to the response's last valid token.
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
     data = make_data(["The movie was", "A"], ["", " ok"])
     rm_scores, sequence = rm_scores_of(dense_manager, data)
     assert valid_lengths(data).tolist() == [1, 2]
-    assert sequence[0] == 0.0 and torch.all(rm_scores[0] == 0)
+    tokenizer = AutoTokenizer.from_pretrained(reward_model_path)
+    reward = SequenceClassifierReward(
+        AutoModelForSequenceClassification.from_pretrained(reward_model_path),
+        tokenizer,
+        label=1,
+        minus_label=0,
+    )
+    encoded = tokenizer(["The movie was"], return_tensors="pt")
+    alone = float(reward(encoded["input_ids"], encoded["attention_mask"]))
+    assert sequence[0] == pytest.approx(alone, abs=1e-6)
+    assert rm_scores[0, 0].item() == pytest.approx(alone, abs=1e-6)
+    assert torch.all(rm_scores[0, 1:] == 0)
     torch.testing.assert_close(rm_scores[1].sum().double(), torch.tensor(sequence[1]).double())
 
 
