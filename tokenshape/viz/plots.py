@@ -330,6 +330,17 @@ def _mean_path(runs: list[list[dict]], start_reward: float | None) -> tuple[list
     return steps, kl, reward
 
 
+def _trial_style(trial: int, *, sparse: bool, highlight: str | None) -> tuple[dict, str]:
+    """Line style and legend label of one trial: sparse-only, highlighted (``highlight`` names
+    why, e.g. "recommended"), or one of the others."""
+    if sparse:
+        style = {"color": _SPARSE_COLOR, "linestyle": "--", "linewidth": 2.0, "zorder": 4}
+        return style, f"sparse only (trial {trial})"
+    if highlight is not None:
+        return {"color": _BEST_COLOR, "linewidth": 2.5, "zorder": 3}, f"{highlight} (trial {trial})"
+    return {"color": "#999999", "linewidth": 1.0, "alpha": 0.7, "zorder": 2}, "other trials"
+
+
 def heldout_checkpoints(df: Any, axes: Any = None, *, recommended: int | None = None) -> Any:
     """Held-out reward along each trial's runs, against the step and against the KL.
 
@@ -358,15 +369,9 @@ def heldout_checkpoints(df: Any, axes: Any = None, *, recommended: int | None = 
         if not runs:
             continue
         steps, kl, reward = _mean_path(runs, info.get("start_reward"))
-        if sparse[k]:
-            style = {"color": _SPARSE_COLOR, "linestyle": "--", "linewidth": 2.0, "zorder": 4}
-            label = f"sparse only (trial {trial})"
-        elif trial == recommended:
-            style = {"color": _BEST_COLOR, "linewidth": 2.5, "zorder": 3}
-            label = f"recommended (trial {trial})"
-        else:
-            style = {"color": "#999999", "linewidth": 1.0, "alpha": 0.7, "zorder": 2}
-            label = "other trials"
+        style, label = _trial_style(
+            trial, sparse=sparse[k], highlight="recommended" if trial == recommended else None
+        )
         shown = None if label in labelled else label
         by_step.plot(steps, reward, marker="o", markersize=3, label=shown, **style)
         by_kl.plot(kl, reward, marker="o", markersize=3, label=shown, **style)
@@ -429,15 +434,9 @@ def learning_curves(df: Any, ax: Any = None) -> Any:
     for k, (trial, curve) in enumerate(zip(frame["trial"], curves)):
         if not curve:
             continue
-        if sparse[k]:
-            style = {"color": _SPARSE_COLOR, "linestyle": "--", "linewidth": 2.0, "zorder": 4}
-            label = f"sparse only (trial {trial})"
-        elif k == best:
-            style = {"color": _BEST_COLOR, "linewidth": 2.5, "zorder": 3}
-            label = f"best (trial {trial})"
-        else:
-            style = {"color": "#999999", "linewidth": 1.0, "alpha": 0.7, "zorder": 2}
-            label = "other trials"
+        style, label = _trial_style(
+            trial, sparse=sparse[k], highlight="best" if k == best else None
+        )
         ax.plot(range(len(curve)), curve, label=None if label in labelled else label, **style)
         labelled.add(label)
     if labelled:
