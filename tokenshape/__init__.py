@@ -3,6 +3,7 @@
 from tokenshape.alignment import align_scores, align_to_policy
 from tokenshape.amortized import AmortizedExplainer
 from tokenshape.attribution import METHODS, Attributor, attribute, register_method
+from tokenshape.completions import CompletionShaper, CompletionShaping, ShapedBatch
 from tokenshape.errors import (
     InvalidArgumentError,
     MissingModelError,
@@ -11,7 +12,6 @@ from tokenshape.errors import (
     TokenShapeError,
 )
 from tokenshape.reward import RewardFn, SequenceClassifierReward, StringScorerReward
-from tokenshape.shaped_reward import ShapedBatch, ShapedReward
 from tokenshape.shaping import LinearShaper, ShapingParams, shape_rewards
 from tokenshape.types import TokenAttribution
 
@@ -19,6 +19,8 @@ __all__ = [
     "METHODS",
     "AmortizedExplainer",
     "Attributor",
+    "CompletionShaper",
+    "CompletionShaping",
     "InvalidArgumentError",
     "LinearShaper",
     "MissingModelError",
@@ -52,4 +54,8 @@ def __getattr__(name: str):
         import tokenshape.tuning
 
         return getattr(tokenshape.tuning, name)
+    if name == "ShapedReward":  # TRL's reward function: importing it imports TRL
+        from tokenshape.integrations.trl import ShapedReward
+
+        return ShapedReward
     raise AttributeError(f"module 'tokenshape' has no attribute {name!r}")

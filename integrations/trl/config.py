@@ -60,7 +60,7 @@ class TokenShapeConfig:
         mode: one of :data:`MODES`.
         hybrid_coef: in [0, 1], the weight of ``reward_to_go`` in ``"hybrid"`` mode.
         unit: one of :data:`ADVANTAGE_UNITS`.
-        reward_index: the position of the :class:`~tokenshape.shaped_reward.ShapedReward` in the
+        reward_index: the position of the :class:`~tokenshape.integrations.trl.ShapedReward` in the
             trainer's ``reward_funcs``; ``None`` finds the only one there.
     """
 

@@ -2,13 +2,13 @@
 
 GRPO gives every token of a completion the completion's advantage. This trainer lets GRPO
 generate, score and normalise as usual, then replaces the ``B`` advantages with ``B x T`` token
-advantages built from the attributions the :class:`~tokenshape.shaped_reward.ShapedReward` kept on
-its last call (see :class:`~tokenshape.integrations.trl.config.TokenShapeConfig` for the modes and
-the invariants they keep). ``GRPOTrainer._compute_loss`` takes ``B x T`` advantages as they are;
-the KL penalty stays in the loss (``beta``), never in the rewards. TRL's tool mask (1 on generated
-tokens, 0 on tool results) reaches every reward function as ``tool_mask=``, which is how the
-shaped reward finds each assistant turn's tokens. TRL logs the sequence advantages before they
-are replaced; the token advantages are logged as ``tokenshape/advantages/{mean,std,min,max}``.
+advantages built from the attributions the :class:`~tokenshape.integrations.trl.ShapedReward`
+kept on its last call (see :class:`~tokenshape.integrations.trl.config.TokenShapeConfig` for the
+modes and the invariants they keep). ``GRPOTrainer._compute_loss`` takes ``B x T`` advantages as
+they are; the KL penalty stays in the loss (``beta``), never in the rewards. TRL's tool mask (1 on
+generated tokens, 0 on tool results) reaches every reward function as ``tool_mask=``, which is
+how the shaped reward finds each assistant turn's tokens. TRL logs the sequence advantages before
+they are replaced; the token advantages are logged as ``tokenshape/advantages/{mean,std,min,max}``.
 
 Where TRL reads the advantage's sign, it reads it per token once advantages are per token:
 
@@ -37,8 +37,8 @@ import torch
 import trl
 from torch import Tensor
 
+from tokenshape.completions import ShapedBatch
 from tokenshape.errors import InvalidArgumentError, TokenShapeError
-from tokenshape.shaped_reward import ShapedBatch, ShapedReward
 
 from .advantages import (
     advantage_units,
@@ -49,6 +49,7 @@ from .advantages import (
 )
 from .compat import check_trainer_settings, check_trl_support
 from .config import TokenShapeConfig
+from .reward import ShapedReward
 
 __all__ = ["ShapedGRPOTrainer"]
 

@@ -11,7 +11,12 @@ from .compat import SUPPORTED_VERL, UnsupportedVerlError, check_verl_support
 check_verl_support()
 
 from .config import CONFIG_KEY, VerlShapingConfig
-from .manager import MANAGER_NAME, TokenShapeRewardManager, load_shaped_reward
+from .manager import (
+    MANAGER_NAME,
+    TokenShapeRewardManager,
+    load_completion_shaper,
+    reward_device,
+)
 from .trajectory import Trajectory, read_trajectory
 
 __all__ = [
@@ -23,6 +28,7 @@ __all__ = [
     "UnsupportedVerlError",
     "VerlShapingConfig",
     "check_verl_support",
-    "load_shaped_reward",
+    "load_completion_shaper",
     "read_trajectory",
+    "reward_device",
 ]

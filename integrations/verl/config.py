@@ -16,10 +16,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from tokenshape.attribution import METHODS
+from tokenshape.completions import CompletionShaping
 from tokenshape.errors import InvalidArgumentError
-from tokenshape.masking import check_masking
-from tokenshape.shaped_reward import SHAPED_UNITS, ShapedReward
 from tokenshape.shaping import ShapingParams
 
 __all__ = ["CONFIG_KEY", "VerlShapingConfig"]
@@ -71,7 +69,7 @@ class VerlShapingConfig:
         budget: reward-model rows per trajectory for each sampling method (None: its default).
         seed: the attribution seed.
         unit: the players of the attribution game, one of
-            :data:`~tokenshape.shaped_reward.SHAPED_UNITS`.
+            :data:`~tokenshape.completions.SHAPED_UNITS`.
         masking: how hidden units are hidden (see :func:`tokenshape.attribute`).
         max_rows: reward-model rows per forward at most (None: the device's default).
         max_length: reward-model tokens per row at most (None: the tokenizer's limit).
@@ -99,37 +97,9 @@ class VerlShapingConfig:
         path = self.reward_model_path
         if path is not None and (not isinstance(path, str) or not path):
             raise InvalidArgumentError(_key("reward_model_path"), path, "a model folder or None")
-        if not isinstance(self.methods, Mapping) or not all(
-            isinstance(method, str) for method in self.methods.values()
-        ):
-            raise InvalidArgumentError(
-                _key("methods"), self.methods, "a dict of signal name -> method name"
-            )
-        for signal, method in self.methods.items():
-            if method not in METHODS:
-                raise InvalidArgumentError(
-                    _key(f"methods[{signal!r}]"), method, f"a method name, one of {sorted(METHODS)}"
-                )
-        params = self.shaping_params()
-        try:
-            ShapedReward._resolve_signals(params, dict(self.methods))
-        except InvalidArgumentError as error:
-            raise InvalidArgumentError(
-                _key(error.name.removeprefix("params.")), error.value, error.expected
-            ) from error
-        for name, minimum in (("budget", 1), ("max_rows", 1), ("max_length", 2)):
-            _check_int(name, getattr(self, name), minimum, optional=True)
+        self.completion_shaping()
         _check_int("minus_label", self.minus_label, 0, optional=True)
-        _check_int("seed", self.seed, 0, optional=False)
         _check_int("label", self.label, 0, optional=False)
-        if self.unit not in SHAPED_UNITS:
-            raise InvalidArgumentError(_key("unit"), self.unit, f"one of {SHAPED_UNITS}")
-        try:
-            check_masking(self.masking)
-        except InvalidArgumentError as error:
-            raise InvalidArgumentError(_key("masking"), error.value, error.expected) from error
-        if not isinstance(self.chat_template, bool):
-            raise InvalidArgumentError(_key("chat_template"), self.chat_template, "true or false")
 
     def shaping_params(self) -> ShapingParams:
         """The weights and normalization as :class:`~tokenshape.shaping.ShapingParams`."""
@@ -141,6 +111,31 @@ class VerlShapingConfig:
             return ShapingParams(dict(self.weights), normalization=self.normalization)
         except InvalidArgumentError as error:
             raise InvalidArgumentError(_key(error.name), error.value, error.expected) from error
+
+    def completion_shaping(self) -> CompletionShaping:
+        """The settings of the shared core, :class:`~tokenshape.completions.CompletionShaping`.
+
+        Raises:
+            InvalidArgumentError: a bad setting, named by its key (``reward.tokenshape.<key>``).
+        """
+        params = self.shaping_params()
+        methods = self.methods
+        try:
+            return CompletionShaping(
+                params=params,
+                methods=dict(methods) if isinstance(methods, Mapping) else methods,
+                budget=self.budget,
+                seed=self.seed,
+                unit=self.unit,
+                masking=self.masking,
+                max_rows=self.max_rows,
+                max_length=self.max_length,
+                chat_template=self.chat_template,
+            )
+        except InvalidArgumentError as error:
+            raise InvalidArgumentError(
+                _key(error.name.removeprefix("params.")), error.value, error.expected
+            ) from error
 
     @classmethod
     def from_trainer_config(cls, config: Any) -> VerlShapingConfig:

@@ -1,13 +1,13 @@
 """``TokenShapeRewardManager``: verl's reward manager ``"tokenshape"``, dense token rewards for PPO.
 
 For each trajectory verl's reward loop awaits :meth:`TokenShapeRewardManager.run_single`; the
-calls a reward-loop worker makes at once are gathered into one batch, which a
-:class:`~tokenshape.shaped_reward.ShapedReward` scores with the reward model, explains and shapes
-into token rewards aligned to the policy's response tokens. ``run_single`` returns them as the
-trajectory's ``reward_score`` (a list, one float per valid response token, summing to the
-reward model's score), and :meth:`TokenShapeRewardManager.assemble_rm_scores` lays them out as
-verl's ``B x R`` ``rm_scores``, which the trainer turns into ``token_level_scores`` and GAE
-consumes per token.
+calls a reward-loop worker makes at once are gathered into one batch, which tokenshape's shared
+core (:meth:`CompletionShaper.shape <tokenshape.completions.CompletionShaper.shape>`, the one
+TRL's reward function calls too) scores with the reward model, explains and shapes into token
+rewards aligned to the policy's response tokens. ``run_single`` returns them as the trajectory's
+``reward_score`` (a list, one float per valid response token, summing to the reward model's
+score), and :meth:`TokenShapeRewardManager.assemble_rm_scores` lays them out as verl's ``B x R``
+``rm_scores``, which the trainer turns into ``token_level_scores`` and GAE consumes per token.
 """
 
 from __future__ import annotations
@@ -23,19 +23,19 @@ import torch
 from verl.experimental.reward_loop.reward_manager import register
 from verl.experimental.reward_loop.reward_manager.base import RewardManagerBase
 
+from tokenshape.completions import CompletionShaper
 from tokenshape.errors import InvalidArgumentError, RewardFunctionError
 from tokenshape.reward import SequenceClassifierReward
-from tokenshape.shaped_reward import ShapedReward
 
 from .config import CONFIG_KEY, VerlShapingConfig
 from .trajectory import Trajectory, read_trajectory
 
-__all__ = ["MANAGER_NAME", "TokenShapeRewardManager", "load_shaped_reward"]
+__all__ = ["MANAGER_NAME", "TokenShapeRewardManager", "load_completion_shaper", "reward_device"]
 
 #: The manager's name in verl's registry (``reward.reward_manager.name``).
 MANAGER_NAME = "tokenshape"
 
-#: ShapedReward arguments whose errors are about another setting of the config.
+#: Arguments of the reward model's wrappers whose errors are about another setting of the config.
 _SETTING_OF_ARGUMENT = {"tokenizer": "reward_model_path", "reward": "reward_model_path"}
 
 
@@ -44,19 +44,25 @@ def _setting_error(error: InvalidArgumentError) -> InvalidArgumentError:
     return InvalidArgumentError(f"{CONFIG_KEY}.{name}", error.value, error.expected)
 
 
-def load_shaped_reward(settings: VerlShapingConfig, policy_tokenizer: Any) -> ShapedReward:
-    """Load the reward model of ``settings`` and wrap it in a :class:`ShapedReward`.
+def reward_device() -> torch.device:
+    """Where the manager runs its reward model: the first GPU the process sees, else the CPU.
 
-    The model is placed by :class:`ShapedReward` on ``accelerate.PartialState().device``: in a
-    reward-loop worker, a Ray actor given no GPU, that is the CPU.
+    verl's reward-loop workers are Ray actors that ask for no GPU, and Ray hides the GPUs from
+    such actors (``CUDA_VISIBLE_DEVICES=""``), so there this is the CPU.
+    """
+    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
+def load_completion_shaper(settings: VerlShapingConfig) -> CompletionShaper:
+    """Load the reward model of ``settings`` onto :func:`reward_device` and wrap it in the
+    shared core.
 
     Args:
         settings: the manager's settings.
-        policy_tokenizer: the policy's tokenizer, to align token rewards to its response ids.
 
     Raises:
         InvalidArgumentError: ``reward.tokenshape.reward_model_path`` does not load as a sequence
-            classifier with a tokenizer, or a setting does not fit the loaded model.
+            classifier with a fast tokenizer, or a setting does not fit the loaded model.
     """
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -71,44 +77,32 @@ def load_shaped_reward(settings: VerlShapingConfig, policy_tokenizer: Any) -> Sh
             f"a Hugging Face sequence classifier with its tokenizer ({type(error).__name__}: "
             f"{str(error)[:200]})",
         ) from error
-    model.eval()
+    model.eval().to(reward_device())
     try:
         reward = SequenceClassifierReward(
             model, tokenizer, label=settings.label, minus_label=settings.minus_label
         )
-        return ShapedReward(
-            reward,
-            settings.shaping_params(),
-            tokenizer=tokenizer,
-            methods=dict(settings.methods),
-            policy_tokenizer=policy_tokenizer,
-            budget=settings.budget,
-            seed=settings.seed,
-            unit=settings.unit,
-            masking=settings.masking,
-            max_rows=settings.max_rows,
-            max_length=settings.max_length,
-            chat_template=settings.chat_template,
-            name=MANAGER_NAME,
-        )
+        return CompletionShaper(reward, settings.completion_shaping(), tokenizer=tokenizer)
     except InvalidArgumentError as error:
         raise _setting_error(error) from error
 
 
-def _score_trajectories(shaped: ShapedReward, trajectories: Sequence[Trajectory]) -> list[dict]:
+def _score_trajectories(
+    shaper: CompletionShaper, policy_tokenizer: Any, trajectories: Sequence[Trajectory]
+) -> list[dict]:
     """Score, explain and shape a batch; one ``run_single`` result per trajectory."""
-    scores = shaped(
+    batch = shaper.shape(
         [t.prompt for t in trajectories],
         [t.completion for t in trajectories],
         [t.response_ids for t in trajectories],
+        policy_tokenizer=policy_tokenizer,
     )
-    token_rewards = shaped.last.token_rewards
     return [
         {
-            "reward_score": token_rewards[row, : len(t.response_ids)].tolist(),
+            "reward_score": batch.token_rewards[row, : len(t.response_ids)].tolist(),
             "reward_extra_info": {"score": float(score)},
         }
-        for row, (t, score) in enumerate(zip(trajectories, scores))
+        for row, (t, score) in enumerate(zip(trajectories, batch.scores.tolist()))
     ]
 
 
@@ -141,7 +135,7 @@ class TokenShapeRewardManager(RewardManagerBase):
         settings = VerlShapingConfig.from_trainer_config(config)
         super().__init__(config, tokenizer, compute_score)
         self.settings = settings
-        self.shaped_reward = load_shaped_reward(settings, tokenizer)
+        self.shaper = load_completion_shaper(settings)
         # The trajectories of the batch being gathered and the task that will score them.
         self._gathering: tuple[list[Trajectory], asyncio.Task] | None = None
         # One thread runs the reward model, so batches never overlap on it.
@@ -170,7 +164,7 @@ class TokenShapeRewardManager(RewardManagerBase):
         trajectories, _ = self._gathering
         self._gathering = None
         return await asyncio.get_running_loop().run_in_executor(
-            self._model_thread, _score_trajectories, self.shaped_reward, trajectories
+            self._model_thread, _score_trajectories, self.shaper, self.tokenizer, trajectories
         )
 
     @classmethod

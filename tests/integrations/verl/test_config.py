@@ -29,7 +29,7 @@ from tokenshape.integrations.verl import (
         ),
         ({"normalization": "l2"}, "normalization", "one of"),
         ({"unit": "paragraph"}, "unit", "one of ('token', 'word', 'sentence', 'turn')"),
-        ({"budget": 0}, "budget", "an int >= 1"),
+        ({"budget": 1}, "budget", "an int >= 2"),
         ({"seed": -1}, "seed", "an int >= 0"),
         ({"masking": "blank"}, "masking", "one of"),
         ({"weights_": {"sparse": 1.0}}, "weights_", "a known setting"),

@@ -37,20 +37,16 @@ def rm_scores_of(manager, data) -> tuple[torch.Tensor, list[float]]:
     return type(manager).assemble_rm_scores(data, scores), sequence
 
 
-class CountingReward:
-    """A ShapedReward that records the batch size of each call."""
+class CountingShaper:
+    """A CompletionShaper that records the batch size of each call."""
 
     def __init__(self, inner) -> None:
         self.inner = inner
         self.batch_sizes: list[int] = []
 
-    def __call__(self, prompts, completions, completion_ids):
+    def shape(self, prompts, completions, completion_ids, **options):
         self.batch_sizes.append(len(prompts))
-        return self.inner(prompts, completions, completion_ids)
-
-    @property
-    def last(self):
-        return self.inner.last
+        return self.inner.shape(prompts, completions, completion_ids, **options)
 
 
 def valid_lengths(data) -> torch.Tensor:
@@ -167,10 +163,10 @@ def test_raw_prompt_messages_are_scored(dense_manager, make_data):
 def test_a_batch_equals_its_trajectories_one_by_one(trainer_config, policy_tokenizer, make_data):
     settings = {"weights": {"attention": 0.5, "sparse": 0.5}}
     manager = load_reward_manager(trainer_config(settings), policy_tokenizer)
-    manager.shaped_reward = CountingReward(manager.shaped_reward)
+    manager.shaper = CountingShaper(manager.shaper)
     data = make_data()
     batched = run_batch(manager, data)
-    assert manager.shaped_reward.batch_sizes == [len(data)]
+    assert manager.shaper.batch_sizes == [len(data)]
     for row in range(len(data)):
         alone = run_batch(manager, data[row : row + 1])[0]
         torch.testing.assert_close(
