@@ -41,8 +41,8 @@ from tokenshape.experiments.prompts import load_prompts
 from tokenshape.experiments.quiet import quiet_libraries
 from tokenshape.experiments.runs import RESULT_FILE, run_spec, write_json
 from tokenshape.experiments.sources import load_policy_source, load_reward
+from tokenshape.integrations.trl import ShapedReward
 from tokenshape.reward import RewardFn
-from tokenshape.shaped_reward import ShapedReward
 from tokenshape.shaping.params import AMORTIZED, ShapingParams
 from tokenshape.tuning.optimizer import ObjectiveResult
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from tokenshape.encoding import encode_pairs, tokens_ending_in
+from tokenshape.integrations.trl import ShapedReward
 from tokenshape.reward import StringScorerReward
-from tokenshape.shaped_reward import ShapedReward
 from tokenshape.shaping import ShapingParams
 
 PROMPTS = ["Review: ", "Critique:", "评论：", "Film "]

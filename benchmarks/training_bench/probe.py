@@ -34,7 +34,7 @@ def probe_reward_call(reward, policy_tokenizer, batch, *, budget: int = 64, repe
     settings, and the floor of the same rows: the unmasked rows repeated ``budget`` times, in
     chunks, padded to the batch's width as the reward game sends them, or trimmed per chunk to
     the chunk's longest row."""
-    from tokenshape.shaped_reward import ShapedReward
+    from tokenshape.integrations.trl import ShapedReward
     from tokenshape.shaping import ShapingParams
 
     prompts, completions, completion_ids = batch

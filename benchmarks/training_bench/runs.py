@@ -70,8 +70,7 @@ def run_config(
     from trl import GRPOConfig, GRPOTrainer
 
     from tokenshape.amortized import AmortizedExplainer
-    from tokenshape.integrations.trl import ShapedGRPOTrainer, TokenShapeConfig
-    from tokenshape.shaped_reward import ShapedReward
+    from tokenshape.integrations.trl import ShapedGRPOTrainer, ShapedReward, TokenShapeConfig
     from tokenshape.shaping import ShapingParams
     from tokenshape.shaping.params import AMORTIZED
 

@@ -9,8 +9,7 @@ from datasets import Dataset
 from trl import GRPOTrainer
 
 from tokenshape.errors import InvalidArgumentError
-from tokenshape.integrations.trl import ShapedGRPOTrainer, TokenShapeConfig
-from tokenshape.shaped_reward import ShapedReward
+from tokenshape.integrations.trl import ShapedGRPOTrainer, ShapedReward, TokenShapeConfig
 from tokenshape.shaping import ShapingParams
 
 from .conftest import PROMPTS

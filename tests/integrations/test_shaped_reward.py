@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from tokenshape.attribution.kernel_shap import KernelShapAttributor
+from tokenshape.completions import render_for_reward
 from tokenshape.errors import InvalidArgumentError, TokenShapeError
-from tokenshape.shaped_reward import ShapedReward, render_for_reward
+from tokenshape.integrations.trl import ShapedReward
 from tokenshape.shaping import ShapingParams
 
 PROMPTS = ["The movie was", "I think", "Overall"]

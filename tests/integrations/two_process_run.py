@@ -24,11 +24,10 @@ from accelerate import PartialState
 from datasets import Dataset
 from trl import GRPOConfig
 
-from tokenshape.integrations.trl import ShapedGRPOTrainer, TokenShapeConfig
+from tokenshape.integrations.trl import ShapedGRPOTrainer, ShapedReward, TokenShapeConfig
 from tokenshape.models.policy import smollm2_tokenizer
 from tokenshape.models.tiny import minilm_tokenizer, tiny_bert_reward_model, tiny_llama_policy
 from tokenshape.reward import SequenceClassifierReward
-from tokenshape.shaped_reward import ShapedReward
 from tokenshape.shaping import ShapingParams
 
 
