@@ -56,6 +56,24 @@ class RewardGame:
         """Forward rows spent so far."""
         return self.evaluator.rows
 
+    def unit_sums(self, per_token: Tensor) -> list[Tensor]:
+        """Sum per-token values over each row's units.
+
+        Args:
+            per_token: ``B x L``, one value per token (tokens outside the units are ignored).
+
+        Returns:
+            ``B`` float64 tensors of ``M_b`` unit sums, on ``per_token``'s device.
+        """
+        sums = []
+        for b, n_units in enumerate(self.n_units):
+            units = self.unit_index[b].to(per_token.device)
+            on = units >= 0
+            total = torch.zeros(n_units, dtype=torch.float64, device=per_token.device)
+            total.index_add_(0, units[on], per_token[b, on].double())
+            sums.append(total)
+        return sums
+
     def values(self, coalitions: list[Tensor]) -> list[Tensor]:
         """Evaluate coalitions of every sequence.
 

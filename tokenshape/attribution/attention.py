@@ -46,13 +46,9 @@ class AttentionAttributor(Attributor):
         full = torch.cat(values)
         weights = torch.cat(attention).to(game.input_ids.device)
         scores = []
-        for b, n_units in enumerate(game.n_units):
-            units = game.unit_index[b]
-            on_units = units >= 0
-            share = torch.zeros(n_units, dtype=torch.float64, device=weights.device)
-            share.index_add_(0, units[on_units], weights[b, on_units])
+        for b, share in enumerate(game.unit_sums(weights)):
             total = share.sum()
-            share = share / total if total > 0 else torch.full_like(share, 1.0 / n_units)
+            share = share / total if total > 0 else torch.full_like(share, 1.0 / share.numel())
             scores.append(full[b].to(share.device) * share)
         rows = torch.ones(game.batch_size, dtype=torch.long)
         return GameAttribution(scores, torch.zeros_like(full), full, rows)

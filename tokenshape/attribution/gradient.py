@@ -58,12 +58,6 @@ class GradientAttributor(Attributor):
             game.evaluator.rows += (1 + BACKWARD_ROWS) * (stop - start)
         full = torch.cat(values)
         per_token = torch.cat(token_scores).to(game.input_ids.device)
-        scores = []
-        for b, n_units in enumerate(game.n_units):
-            units = game.unit_index[b]
-            on = units >= 0
-            phi = torch.zeros(n_units, dtype=torch.float64, device=per_token.device)
-            phi.index_add_(0, units[on], per_token[b, on])
-            scores.append(phi)
+        scores = game.unit_sums(per_token)
         rows = torch.full((game.batch_size,), 1 + BACKWARD_ROWS, dtype=torch.long)
         return GameAttribution(scores, torch.zeros_like(full), full, rows)
