@@ -286,7 +286,7 @@ def objective_per_trial(df: Any, ax: Any = None, *, recommended: int | None = No
                 zorder=5,
             )
     else:
-        ax.text(0.5, 0.5, "no complete trials", ha="center", va="center", transform=ax.transAxes)
+        _nothing_to_show(ax, "no complete trials")
     failed = (
         (frame["status"] == "failed").to_numpy()
         if "status" in frame.columns
@@ -328,6 +328,11 @@ def _mean_path(runs: list[list[dict]], start_reward: float | None) -> tuple[list
     if start_reward is not None:
         return [0, *steps], [0.0, *kl], [start_reward, *reward]
     return steps, kl, reward
+
+
+def _nothing_to_show(ax: Any, message: str) -> None:
+    """Write ``message`` in the middle of an empty panel."""
+    ax.text(0.5, 0.5, message, ha="center", va="center", transform=ax.transAxes)
 
 
 def _trial_style(trial: int, *, sparse: bool, highlight: str | None) -> tuple[dict, str]:
@@ -379,14 +384,7 @@ def heldout_checkpoints(df: Any, axes: Any = None, *, recommended: int | None = 
     if labelled:
         by_step.legend(loc="best", fontsize="small")
     else:
-        by_step.text(
-            0.5,
-            0.5,
-            "no checkpoints recorded",
-            ha="center",
-            va="center",
-            transform=by_step.transAxes,
-        )
+        _nothing_to_show(by_step, "no checkpoints recorded")
     by_step.set_xlabel("GRPO step")
     by_step.set_ylabel("held-out reward (mean over seeds)")
     by_step.set_title("held-out reward along the run")
@@ -442,14 +440,7 @@ def learning_curves(df: Any, ax: Any = None) -> Any:
     if labelled:
         ax.legend(loc="best")
     else:
-        ax.text(
-            0.5,
-            0.5,
-            "no learning curves recorded",
-            ha="center",
-            va="center",
-            transform=ax.transAxes,
-        )
+        _nothing_to_show(ax, "no learning curves recorded")
     ax.set_xlabel("step")
     ax.set_ylabel("recorded value (training reward per step)")
     ax.set_title("learning curves")
