@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 import yaml
 from rich.console import Console
 
@@ -56,15 +57,19 @@ from tokenshape.experiments.config import (
 from tokenshape.experiments.frontier import (
     AXES,
     Interval,
+    best_at,
     bootstrap_mean,
+    levels_up_to,
     matched_levels,
     path,
+    reach,
     reward_at,
 )
 from tokenshape.experiments.inner_run import run_inner
 from tokenshape.experiments.progress import progress_bars
 from tokenshape.experiments.prompts import heldout_block
 from tokenshape.experiments.runs import finished_result, run_spec
+from tokenshape.experiments.sources import check_sources
 from tokenshape.machine import cpu_model
 from tokenshape.shaping.params import ShapingParams
 
@@ -190,6 +195,7 @@ def _base_config(
     config_name: str | Path,
     *,
     steps: int | None,
+    learning_rate: float | None,
     eval_prompts: int | None,
     checkpoints: int | None,
     eval_samples: int | None,
@@ -209,6 +215,7 @@ def _base_config(
         training["eval_prompt_offset"] = FINAL_EVAL_OFFSET
     for key, value in (
         ("steps", steps),
+        ("learning_rate", learning_rate),
         ("checkpoints", checkpoints),
         ("eval_samples", eval_samples),
     ):
@@ -255,6 +262,7 @@ def run_comparison(
     *,
     conditions: dict[str, Condition] | None = None,
     steps: int | None = None,
+    learning_rate: float | None = None,
     eval_prompts: int | None = None,
     checkpoints: int | None = None,
     eval_samples: int | None = None,
@@ -263,7 +271,8 @@ def run_comparison(
     """Run every condition for ``seeds`` seeds (keeping finished runs); returns the table's path.
 
     ``conditions`` defaults to :func:`build_conditions`'s; it must hold ``sparse``, the reference.
-    ``steps``, ``eval_prompts``, ``checkpoints`` and ``eval_samples`` replace the config's.
+    ``steps``, ``learning_rate`` (every condition's rate before its multiplier),
+    ``eval_prompts``, ``checkpoints`` and ``eval_samples`` replace the config's.
 
     Raises:
         InvalidArgumentError: a bad argument, or a study scored on the comparison's prompts.
@@ -274,10 +283,12 @@ def run_comparison(
     base = _base_config(
         config_name,
         steps=steps,
+        learning_rate=learning_rate,
         eval_prompts=eval_prompts,
         checkpoints=checkpoints,
         eval_samples=eval_samples,
     )
+    check_sources(base)
     if base.training.checkpoints < 2:
         raise InvalidArgumentError(
             "training.checkpoints", base.training.checkpoints, "at least 2 to trace a frontier"
@@ -364,6 +375,55 @@ def _matched_table(results: dict[str, list[dict]], axis: str) -> list[str]:
     return rows
 
 
+def _sparse_family(
+    results: dict[str, list[dict]], conditions: dict[str, Condition]
+) -> dict[str, list[dict]]:
+    """The plain sparse GRPO conditions (every learning rate): the reference frontier."""
+    return {
+        name: runs
+        for name, runs in results.items()
+        if conditions[name].weights == {REFERENCE: 1.0} and conditions[name].mode is None
+    }
+
+
+def _frontier_table(
+    results: dict[str, list[dict]], conditions: dict[str, Condition], axis: str
+) -> list[str]:
+    """Each other condition against sparse GRPO's best learning rate at three of its own levels.
+
+    A condition's levels go up to the lesser of its own reach and the farthest sparse learning
+    rate's, so each condition is read as far as it goes rather than only as far as the slowest.
+    """
+    family = _sparse_family(results, conditions)
+    frontier_reach = max(reach(runs, axis) for runs in family.values())
+    digits = 3 if axis == "kl" else 0
+    rows = [
+        "| condition | at a third | at two thirds | at its last common level |",
+        "|---|---|---|---|",
+    ]
+    for name, runs in results.items():
+        if name in family:
+            continue
+        cells = []
+        for level in levels_up_to(min(reach(runs, axis), frontier_reach)):
+            best = best_at(family, axis, level)
+            if best is None:
+                cells.append(f"{level:.{digits}f}: no sparse rate reaches it on every seed")
+                continue
+            differences = [
+                None if a is None or b is None else a - b
+                for a, b in zip(
+                    (reward_at(path(run, axis), level) for run in runs),
+                    (reward_at(path(run, axis), level) for run in family[best]),
+                    strict=True,
+                )
+            ]
+            cells.append(f"{level:.{digits}f}: {bootstrap_mean(differences).text()} vs {best}")
+        cells += ["not reached"] * (3 - len(cells))
+        rows.append(f"| {name} | " + " | ".join(cells) + " |")
+    return rows
+
+
 def _paired_p_value(own: list[float], reference: list[float]) -> float | None:
     """Two-sided paired t-test p-value; ``None`` below two seeds or without spread."""
     if len(own) < 2 or np.allclose(np.subtract(own, reference), np.subtract(own, reference)[0]):
@@ -446,6 +506,25 @@ def _write_table(
         "",
         *_matched_table(results, "kl"),
         "",
+        "## Against sparse GRPO's frontier: minus its best learning rate at the same level",
+        "",
+        (
+            "Each condition is read at three levels up to where it and the farthest sparse "
+            "learning rate both go; the reference at a level is the sparse learning rate with the "
+            "highest mean reward there among those reaching it on every seed (picking the best of "
+            "several noisy rates favours sparse GRPO). Differences paired by seed, 95% intervals."
+        ),
+        "",
+        *(
+            line
+            for axis in AXES
+            for line in (
+                f"### Along {AXES[axis]}",
+                "",
+                *_frontier_table(results, conditions, axis),
+                "",
+            )
+        ),
         f"## Held-out reward at matched compute: {AXES['wall_seconds']}",
         "",
         *_matched_table(results, "wall_seconds"),
@@ -462,7 +541,8 @@ def _write_table(
         "",
         (
             f"Machine: {platform.machine()}, {cpu_model() or 'unknown CPU'} "
-            f"({os.cpu_count()} cores), torch CPU. Regenerate: `{command}`"
+            f"({os.cpu_count()} cores), torch CPU with {torch.get_num_threads()} thread(s) in the "
+            f"process that wrote this table. Regenerate: `{command}`"
         ),
         "",
     ]
@@ -532,6 +612,12 @@ def main(argv: list[str] | None = None) -> int:
         help="multipliers of the config's learning rate for sparse GRPO, comma-separated",
     )
     parser.add_argument("--steps", type=int, default=None, help="replaces training.steps")
+    parser.add_argument(
+        "--learning-rate",
+        type=float,
+        default=None,
+        help="replaces training.learning_rate (the rate --learning-rates multiplies)",
+    )
     parser.add_argument("--eval-prompts", type=int, default=None, help="replaces data.eval_prompts")
     parser.add_argument(
         "--checkpoints", type=int, default=None, help="replaces training.checkpoints"
@@ -543,8 +629,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     console = Console()
     out = args.out or Path("experiments/results") / Path(args.config).stem
-    command = "python -m tokenshape.experiments.compare " + " ".join(
-        sys.argv[1:] if argv is None else argv
+    threads = os.environ.get("OMP_NUM_THREADS")
+    command = ("" if threads is None else f"OMP_NUM_THREADS={threads} ") + (
+        "python -m tokenshape.experiments.compare "
+        + " ".join(sys.argv[1:] if argv is None else argv)
     )
     try:
         conditions = build_conditions(args.conditions, args.modes, args.learning_rates)
@@ -556,6 +644,7 @@ def main(argv: list[str] | None = None) -> int:
             console,
             conditions=conditions,
             steps=args.steps,
+            learning_rate=args.learning_rate,
             eval_prompts=args.eval_prompts,
             checkpoints=args.checkpoints,
             eval_samples=args.eval_samples,

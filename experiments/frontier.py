@@ -6,6 +6,11 @@ axis by linear interpolation between the two checkpoints around it (the first cr
 which need not grow monotonically); a run that never reaches the level has no value there, it is
 never extrapolated. Conditions are compared with the reference condition seed by seed (same
 seed, same prompts and data order), with percentile-bootstrap 95% intervals over seeds.
+
+:func:`best_at` reads a family of reference runs (sparse GRPO at several learning rates) as one
+frontier: at each level, the member with the highest mean reward over seeds among those that
+reach the level on every seed. Choosing the best of several noisy members favours the reference,
+so a condition that beats it does so against a tuned baseline.
 """
 
 from __future__ import annotations
@@ -22,9 +27,12 @@ from tokenshape.errors import InvalidArgumentError
 __all__ = [
     "AXES",
     "Interval",
+    "best_at",
     "bootstrap_mean",
+    "levels_up_to",
     "matched_levels",
     "path",
+    "reach",
     "reward_at",
 ]
 
@@ -63,20 +71,37 @@ def reward_at(points: Sequence[tuple[float, float]], level: float) -> float | No
     return None
 
 
-def matched_levels(runs_by_condition: dict[str, list[dict]], axis: str, count: int = 3):
-    """``count`` levels every condition reaches on most seeds.
+def reach(runs: Sequence[dict], axis: str) -> float:
+    """How far a condition's runs go along ``axis``: the median over seeds of the final value."""
+    return float(np.median([path(run, axis)[-1][0] for run in runs]))
 
-    The top level is the smallest, over conditions, of the median final value of the axis; the
-    others divide it evenly (for 3: a third, two thirds, all of it).
-    """
-    tops = [
-        float(np.median([path(run, axis)[-1][0] for run in runs]))
-        for runs in runs_by_condition.values()
-    ]
-    top = min(tops)
+
+def levels_up_to(top: float, count: int = 3) -> list[float]:
+    """``count`` evenly spaced levels ending at ``top`` (for 3: a third, two thirds, all)."""
     if not top > 0:
         return []
     return [top * (i + 1) / count for i in range(count - 1)] + [top]
+
+
+def matched_levels(runs_by_condition: dict[str, list[dict]], axis: str, count: int = 3):
+    """``count`` levels every condition reaches on most seeds.
+
+    The top level is the smallest, over conditions, of :func:`reach`; the others divide it evenly.
+    """
+    return levels_up_to(min(reach(runs, axis) for runs in runs_by_condition.values()), count)
+
+
+def best_at(family: dict[str, list[dict]], axis: str, level: float) -> str | None:
+    """The member of ``family`` with the highest mean reward at ``level`` over its seeds.
+
+    Only members whose every seed reaches the level compete; ``None`` when none does.
+    """
+    means = {}
+    for name, runs in family.items():
+        values = [reward_at(path(run, axis), level) for run in runs]
+        if values and all(v is not None for v in values):
+            means[name] = float(np.mean(values))
+    return max(means, key=means.get) if means else None
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,13 @@ from tokenshape.errors import InvalidArgumentError
 from tokenshape.experiments import compare
 from tokenshape.experiments.compare import Condition, build_conditions, run_comparison
 from tokenshape.experiments.config import config_to_dict, load_config
-from tokenshape.experiments.frontier import bootstrap_mean, matched_levels, path, reward_at
+from tokenshape.experiments.frontier import (
+    best_at,
+    bootstrap_mean,
+    matched_levels,
+    path,
+    reward_at,
+)
 from tokenshape.experiments.runs import RunMismatchError, run_spec, write_json
 from tokenshape.shaping.params import ShapingParams
 from tokenshape.tuning.store import TrialStore
@@ -81,6 +87,52 @@ def test_matched_levels_are_reached_by_every_condition_on_most_seeds():
     fast = [_run(0.0, [(1.0, 1, 1, 1, 1.0)]), _run(0.0, [(3.0, 1, 1, 1, 1.0)])]
     slow = [_run(0.0, [(0.6, 1, 1, 1, 1.0)]), _run(0.0, [(0.6, 1, 1, 1, 1.0)])]
     assert matched_levels({"a": fast, "b": slow}, "kl") == pytest.approx([0.2, 0.4, 0.6])
+
+
+def test_the_best_reference_at_a_level_is_the_highest_mean_among_those_reaching_it():
+    # Rewards against KL: "slow" lies above "fast" where both go, but stops at KL 0.5.
+    slow = [_run(0.0, [(0.5, 1, 1, 1, 2.0)]), _run(0.0, [(0.5, 1, 1, 1, 1.0)])]
+    fast = [_run(0.0, [(2.0, 1, 1, 1, 2.0)]), _run(0.0, [(2.0, 1, 1, 1, 2.0)])]
+    family = {"slow": slow, "fast": fast}
+    assert best_at(family, "kl", 0.25) == "slow"  # 1.5 x 0.5 against 0.25
+    assert best_at(family, "kl", 1.0) == "fast"
+    assert best_at(family, "kl", 3.0) is None
+    # A member counts only where every one of its seeds reaches the level.
+    uneven = {"uneven": [_run(0.0, [(4.0, 1, 1, 1, 9.0)]), _run(0.0, [(0.1, 1, 1, 1, 9.0)])]}
+    assert best_at({**family, **uneven}, "kl", 1.0) == "fast"
+
+
+def test_each_condition_is_read_against_sparse_frontier_as_far_as_it_goes():
+    """Sparse GRPO at two rates; a dense condition 0.1 above the better rate at every KL."""
+
+    def line(slope, top, seeds=(0.0, 0.02)):
+        return [
+            _run(0.0, [(top / 2, 1, 1, 1, slope * top / 2 + s), (top, 1, 1, 1, slope * top + s)])
+            for s in seeds
+        ]
+
+    results = {
+        "sparse": line(1.0, 0.3),
+        "sparse_lr2": line(2.0, 0.9),
+        "dense": [
+            _run(0.0, [(0.6, 1, 1, 1, 1.3 + s), (1.2, 1, 1, 1, 2.5 + s)]) for s in (0.0, 0.02)
+        ],
+    }
+    conditions = {
+        "sparse": Condition({"sparse": 1.0}),
+        "sparse_lr2": Condition({"sparse": 1.0}, learning_rate_scale=2.0),
+        "dense": Condition({"kernel_shap": 1.0}, mode="weight"),
+    }
+    rows = compare._frontier_table(results, conditions, "kl")
+    (dense,) = [row for row in rows if row.startswith("| dense |")]
+    cells = dense.split(" | ")[1:]
+    # Levels up to min(1.2, 0.9): 0.3, 0.6, 0.9, each against sparse_lr2 (above sparse there).
+    assert [cell.split(":")[0] for cell in cells] == ["0.300", "0.600", "0.900"]
+    assert all("vs sparse_lr2" in cell for cell in cells)
+    # At 0.3, interpolated from the start, seed offset s: dense 0.65 + s/2, sparse_lr2
+    # 0.6 + 2s/3, so 0.05 - s/6 (mean over s = 0, 0.02: 0.0483); at 0.6 and 0.9: +0.1.
+    assert [cell.split(": ")[1].split(" [")[0] for cell in cells] == ["+0.048", "+0.100", "+0.100"]
+    assert not any(row.startswith("| sparse") for row in rows[2:])
 
 
 def test_bootstrap_interval_brackets_the_mean_and_counts_missing_values():
@@ -183,11 +235,38 @@ def test_tables_figure_and_a_balanced_resume(tmp_path, monkeypatch):
     kl_section = text.split("## Held-out reward at matched KL")[1].split("##")[0]
     row = next(line for line in kl_section.splitlines() if line.startswith("| kernel_shap."))
     assert row.count("+0.000 [+0.000, +0.000]") == 3
-    wall_section = text.split("training wall-clock seconds")[1].split("##")[0]
+    wall_section = text.split("matched compute: training wall-clock seconds")[1].split("##")[0]
     row = next(line for line in wall_section.splitlines() if line.startswith("| sparse_lr2 |"))
     assert "minus" not in row and row.count("+0.") >= 3 and "+0.000 [" not in row
     assert (tmp_path / "frontier.png").stat().st_size > 1000
     assert "paired t-test p" in text and "Machine:" in text
+    frontier = text.split("## Against sparse GRPO's frontier")[1].split("## Held-out")[0]
+    assert frontier.count("| kernel_shap.hybrid |") == 3  # one row per axis
+    kl_row = next(line for line in frontier.splitlines() if line.startswith("| kernel_shap."))
+    assert kl_row.count("+0.000 [+0.000, +0.000] vs sparse") == 3
+
+
+def test_the_learning_rate_replaces_the_config_rate_before_the_multipliers(tmp_path, monkeypatch):
+    monkeypatch.setattr(compare, "run_inner", FakeInnerRun())
+    run_comparison(
+        "tiny",
+        1,
+        None,
+        tmp_path,
+        Console(quiet=True),
+        conditions=CONDITIONS,
+        steps=2,
+        learning_rate=4e-3,
+    )
+    rates = {
+        p.parent.name: json.loads(p.read_text())["learning_rate"]
+        for p in tmp_path.glob("runs/*/result.json")
+    }
+    assert rates == {
+        "sparse-seed0": 4e-3,
+        "sparse_lr2-seed0": 8e-3,
+        "kernel_shap.hybrid-seed0": 4e-3,
+    }
 
 
 def test_a_finished_run_of_another_spec_is_refused_before_training(tmp_path, monkeypatch):
@@ -210,6 +289,8 @@ def test_main_reports_bad_input_before_training(tmp_path, capsys, monkeypatch):
     assert "--learning-rates" in capsys.readouterr().out
     assert compare.main(["--config", "tiny", "--out", str(tmp_path), "--seeds", "0"]) == 2
     assert compare.main(["--config", "tiny", "--out", str(tmp_path), "--checkpoints", "1"]) == 2
+    assert compare.main(["--config", "tiny", "--out", str(tmp_path), "--learning-rate", "-1"]) == 2
+    assert "training.learning_rate" in capsys.readouterr().out
     assert fake.calls == [] and not (tmp_path / "runs").exists()
 
 
