@@ -432,6 +432,17 @@ METHOD_CONFIGS = [
         null_player=False,
     ),
     MethodConfig(
+        # The games here are plain reward functions: M + 1 prefix rows (one forward is the
+        # decoder-classifier path, tested in tests/attribution/test_prefix.py).
+        "prefix",
+        rows=lambda m, budget: m + 1,
+        efficient=True,
+        shapley_at=lambda m, budget: m == 1,
+        sampling=False,
+        symmetric=False,
+        null_player=True,  # its score is its contribution to one coalition
+    ),
+    MethodConfig(
         "shap_library",
         rows=lambda m, budget: 2 if m == 1 else min(max(budget, 3), 2**m),
         efficient=True,
