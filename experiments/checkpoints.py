@@ -21,7 +21,6 @@ The starting policy is evaluated once per study and kept in a file keyed by what
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 import math
 import time
@@ -35,6 +34,7 @@ from transformers import GenerationConfig, TrainerCallback
 
 from tokenshape.encoding import encode_pairs
 from tokenshape.errors import InvalidArgumentError
+from tokenshape.experiments.frontier import kl_path, reward_at
 from tokenshape.experiments.runs import write_json
 from tokenshape.reward import RewardFn
 
@@ -370,19 +370,18 @@ class CheckpointCallback(TrainerCallback):
 def reward_at_kl(
     start_reward: float, checkpoints: Sequence[Checkpoint], budget: float
 ) -> tuple[float, bool]:
-    """The held-out reward where the run's KL first reaches ``budget``, linearly interpolated.
+    """The held-out reward where the run's KL reaches ``budget``, linearly interpolated.
 
     The run's path starts at the starting policy (KL 0, ``start_reward``) and goes through the
-    checkpoints in step order. A run that never reaches the budget gives its last reward.
+    checkpoints in step order, their KL estimates made non-decreasing
+    (:func:`tokenshape.experiments.frontier.kl_path`). A run that never reaches the budget gives
+    its last reward.
 
     Returns:
         ``(reward, reached)``.
     """
     if not budget > 0:
         raise InvalidArgumentError("budget", budget, "a KL budget > 0")
-    path = [(0.0, start_reward)] + [(c.kl, c.reward_mean) for c in checkpoints]
-    for (kl_a, reward_a), (kl_b, reward_b) in itertools.pairwise(path):
-        if kl_b >= budget > kl_a:
-            share = (budget - kl_a) / (kl_b - kl_a)
-            return reward_a + share * (reward_b - reward_a), True
-    return path[-1][1], False
+    rewards = [c.reward_mean for c in checkpoints]
+    value = reward_at(kl_path(start_reward, [c.kl for c in checkpoints], rewards), budget)
+    return (rewards[-1], False) if value is None else (value, True)

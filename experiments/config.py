@@ -298,7 +298,9 @@ class SweepConfig:
         metadata=_spec(
             "what a trial maximises. reward_at_kl (default): the held-out reward where the run's "
             "KL to the starting policy reaches sweep.kl_budget, interpolated between "
-            "checkpoints (a run that never reaches it uses its last checkpoint and is flagged); "
+            "checkpoints along their KL estimates made non-decreasing (isotonic least squares: "
+            "single estimates are noisy) (a run that never reaches it uses its last checkpoint "
+            "and is flagged); "
             "it needs training.checkpoints >= 2. It is the default because a blend that only "
             "moves the policy further per step (dense credit did: about twice sparse GRPO's KL "
             "at 50 steps, while sparse GRPO at twice the learning rate gained as much reward) "

@@ -2,9 +2,15 @@
 
 A run's path starts at the starting policy (KL 0, no compute, its held-out reward) and goes
 through its held-out checkpoints. :func:`reward_at` reads the held-out reward at a level of one
-axis by linear interpolation between the two checkpoints around it (the first crossing, for KL,
-which need not grow monotonically); a run that never reaches the level has no value there, it is
-never extrapolated. Conditions are compared with the reference condition seed by seed (same
+axis by linear interpolation between the two checkpoints around it; a run that never reaches the
+level has no value there, it is never extrapolated.
+
+Along KL the checkpoints' estimates are first made non-decreasing (:func:`kl_path`): each is a
+Monte Carlo estimate whose standard error (0.03-0.08 nats with 64 held-out completions here) is
+as large as the movement between checkpoints early in a run, so the raw estimates cross a level
+by noise, go below 0 and come back. The true KL to the starting policy along a run of small
+policy-gradient steps grows; the least-squares non-decreasing fit (isotonic regression) is the
+estimate that respects that, and checkpoints it cannot tell apart share one point. Conditions are compared with the reference condition seed by seed (same
 seed, same prompts and data order), with percentile-bootstrap 95% intervals over seeds.
 
 :func:`best_at` reads a family of reference runs (sparse GRPO at several learning rates) as one
@@ -21,6 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from sklearn.isotonic import IsotonicRegression
 
 from tokenshape.errors import InvalidArgumentError
 
@@ -29,6 +36,7 @@ __all__ = [
     "Interval",
     "best_at",
     "bootstrap_mean",
+    "kl_path",
     "levels_up_to",
     "matched_levels",
     "path",
@@ -52,12 +60,38 @@ def _value(checkpoint: dict, axis: str) -> float:
     return float(checkpoint[axis])
 
 
+def kl_path(
+    start_reward: float, kls: Sequence[float], rewards: Sequence[float]
+) -> list[tuple[float, float]]:
+    """``(KL, reward)`` from the starting policy ``(0, start_reward)`` through the checkpoints,
+    their KL estimates replaced by the closest non-decreasing values >= 0 in least squares.
+
+    Consecutive checkpoints given the same KL are one point with their mean reward; those given
+    KL 0 are dropped (the starting policy's own reward is the reading there).
+
+    >>> kl_path(1.0, [0.2, -0.1, 0.4], [2.0, 3.0, 4.0])
+    [(0.0, 1.0), (0.05, 2.5), (0.4, 4.0)]
+    """
+    fitted = IsotonicRegression(y_min=0.0).fit_transform(np.arange(len(kls)), np.asarray(kls))
+    points = [(0.0, float(start_reward))]
+    for kl, group in itertools.groupby(zip(fitted.round(12), rewards), key=lambda p: p[0]):
+        group_rewards = [reward for _, reward in group]
+        points.append((float(kl), float(np.mean(group_rewards))))
+    if len(points) > 1 and points[1][0] == 0.0:  # checkpoints no different from the start
+        points[1:2] = []
+    return points
+
+
 def path(run: dict, axis: str) -> list[tuple[float, float]]:
-    """``(x, held-out reward)`` from the starting policy through the run's checkpoints."""
+    """``(x, held-out reward)`` from the starting policy through the run's checkpoints (along
+    KL, the non-decreasing :func:`kl_path`)."""
     if axis not in AXES:
         raise InvalidArgumentError("axis", axis, f"one of {sorted(AXES)}")
+    rewards = [float(c["reward_mean"]) for c in run["checkpoints"]]
+    if axis == "kl":
+        return kl_path(run["start_reward"], [c["kl"] for c in run["checkpoints"]], rewards)
     points = [(0.0, float(run["start_reward"]))]
-    points += [(_value(c, axis), float(c["reward_mean"])) for c in run["checkpoints"]]
+    points += [(_value(c, axis), reward) for c, reward in zip(run["checkpoints"], rewards)]
     return points
 
 

@@ -38,11 +38,17 @@ def _cp(step, reward, kl):
     return Checkpoint(step, 0.0, 0, 0, reward, 0.0, kl, 0.0)
 
 
-def test_reward_at_kl_interpolates_the_first_crossing():
+def test_reward_at_kl_interpolates_along_the_non_decreasing_kl_path():
+    # KL estimates 0.5, 1.5, 0.2, 3.0: the middle two pool to 0.85 with their mean reward 2.0,
+    # so the path is (0, 0), (0.5, 2), (0.85, 2), (3, 9).
     path = [_cp(1, 2.0, 0.5), _cp(2, 4.0, 1.5), _cp(3, 0.0, 0.2), _cp(4, 9.0, 3.0)]
     assert reward_at_kl(0.0, path, 0.25) == (pytest.approx(1.0), True)
-    assert reward_at_kl(0.0, path, 1.0) == (pytest.approx(3.0), True)
+    assert reward_at_kl(0.0, path, 0.7) == (pytest.approx(2.0), True)
+    assert reward_at_kl(0.0, path, 1.0) == (pytest.approx(2.0 + 7.0 * 0.15 / 2.15), True)
     assert reward_at_kl(0.0, path, 10.0) == (9.0, False)
+    # Negative estimates (noise around 0) are read as the start: the budget lies further on.
+    early = [_cp(1, 5.0, -0.02), _cp(2, 1.0, 0.2)]
+    assert reward_at_kl(0.0, early, 0.1) == (pytest.approx(0.5), True)
     with pytest.raises(InvalidArgumentError, match="budget"):
         reward_at_kl(0.0, path, 0.0)
 

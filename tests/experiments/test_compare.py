@@ -3,6 +3,7 @@ tables, a frontier figure, resumption by spec, and a tuned blend chosen by poste
 
 from __future__ import annotations
 
+import doctest
 import json
 from pathlib import Path
 
@@ -11,12 +12,13 @@ import yaml
 from rich.console import Console
 
 from tokenshape.errors import InvalidArgumentError
-from tokenshape.experiments import compare
+from tokenshape.experiments import compare, frontier
 from tokenshape.experiments.compare import Condition, build_conditions, run_comparison
 from tokenshape.experiments.config import config_to_dict, load_config
 from tokenshape.experiments.frontier import (
     best_at,
     bootstrap_mean,
+    kl_path,
     matched_levels,
     path,
     reward_at,
@@ -81,6 +83,20 @@ def test_reward_is_read_at_a_level_by_interpolation_and_never_extrapolated():
     assert reward_at(path(run, "compute"), 54.0) == pytest.approx(1.5)
     with pytest.raises(InvalidArgumentError, match="axis"):
         path(run, "steps")
+
+
+def test_the_kl_path_is_the_non_decreasing_fit_of_the_estimates():
+    assert doctest.testmod(frontier, raise_on_error=True).attempted >= 1
+    # Already non-decreasing: unchanged.
+    assert kl_path(0.5, [0.1, 0.3], [1.0, 2.0]) == [(0.0, 0.5), (0.1, 1.0), (0.3, 2.0)]
+    # A dip pools with its neighbour (mean KL and mean reward); the path never goes back.
+    points = kl_path(0.0, [0.4, 0.2, 0.9], [1.0, 3.0, 5.0])
+    assert points == [(0.0, 0.0), (pytest.approx(0.3), 2.0), (0.9, 5.0)]
+    # All estimates at or below 0: the start alone.
+    assert kl_path(0.7, [-0.1, 0.0], [1.0, 2.0]) == [(0.0, 0.7)]
+    run = _run(0.0, [(0.4, 1, 1, 1, 1.0), (0.2, 2, 2, 2, 3.0), (0.9, 3, 3, 3, 5.0)])
+    assert path(run, "kl") == points
+    assert [x for x, _ in path(run, "wall_seconds")] == [0.0, 1.0, 2.0, 3.0]
 
 
 def test_matched_levels_are_reached_by_every_condition_on_most_seeds():
