@@ -26,10 +26,26 @@ class RunMismatchError(TokenShapeError):
     """A folder holds a finished run of another specification than the one asked for."""
 
 
+#: The sweep fields that change what a run records, by objective (the rest shape a study).
+_OBJECTIVE_FIELDS = {"reward_at_kl": ("kl_budget",), "reward_minus_kl": ("kl_penalty",)}
+
+
+def _run_settings(config: dict[str, Any]) -> dict[str, Any]:
+    """A config dict with its ``sweep`` section cut to what one run's result depends on."""
+    sweep = config.get("sweep")
+    if not isinstance(sweep, dict) or "objective" not in sweep:
+        return config
+    objective = sweep["objective"]
+    kept = {"objective": objective}
+    kept.update({key: sweep.get(key) for key in _OBJECTIVE_FIELDS.get(objective, ())})
+    return {**config, "sweep": kept}
+
+
 def run_spec(config: ExperimentConfig, params: ShapingParams, seed: int) -> dict[str, Any]:
-    """What determines an inner run: the config, the weights (exact floats) and the seed."""
+    """What determines an inner run: the config (of its ``sweep`` section only the objective and
+    its KL budget or penalty), the weights (exact floats) and the seed."""
     return {
-        "config": config_to_dict(config),
+        "config": _run_settings(config_to_dict(config)),
         "weights": {name: float(w) for name, w in params.weights.items()},
         "normalization": params.normalization,
         "seed": int(seed),
@@ -62,6 +78,8 @@ def finished_result(folder: Path, spec: dict[str, Any]) -> dict[str, Any] | None
         return None
     result = json.loads(path.read_text())
     recorded = result.get("spec")
+    if isinstance(recorded, dict) and isinstance(recorded.get("config"), dict):
+        recorded = {**recorded, "config": _run_settings(recorded["config"])}
     if recorded == spec:
         return result
     differences = (
