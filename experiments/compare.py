@@ -25,10 +25,13 @@ seed with sparse GRPO with percentile-bootstrap 95% intervals, and at the final 
 ``frontier.png`` with held-out reward against KL and against compute, mean and 95% interval over
 seeds.
 
-Usage::
+Usage (the comparison recorded in ``experiments/results/imdb_positive``)::
 
     python -m tokenshape.experiments.compare --config imdb_positive --seeds 3 \\
-        --study runs/imdb_positive --steps 50 --eval-prompts 64 --checkpoints 10
+        --conditions sparse,abc,kernel_shap,lime --modes weight --learning-rate 4e-5 \\
+        --learning-rates 0.5,1,2 --steps 24 --eval-prompts 32 --eval-samples 2 --checkpoints 6
+
+Add ``--study runs/imdb_positive`` to compare a study's recommended blend as well.
 """
 
 from __future__ import annotations
