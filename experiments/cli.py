@@ -16,6 +16,7 @@ from pathlib import Path
 from rich.console import Console
 
 from tokenshape.errors import TokenShapeError
+from tokenshape.experiments.interrupts import remembered_interrupts
 
 __all__ = ["build_parser", "main"]
 
@@ -178,7 +179,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     console = Console()
     try:
-        return args.run(args, console)
+        with remembered_interrupts():
+            return args.run(args, console)
     except TokenShapeError as error:
         console.print(f"[bold red]error:[/] {error}")
         return 2

@@ -69,6 +69,7 @@ from tokenshape.experiments.frontier import (
     reward_at,
 )
 from tokenshape.experiments.inner_run import run_inner
+from tokenshape.experiments.interrupts import remembered_interrupts
 from tokenshape.experiments.progress import progress_bars
 from tokenshape.experiments.prompts import heldout_block
 from tokenshape.experiments.runs import finished_result, run_spec
@@ -639,20 +640,21 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         conditions = build_conditions(args.conditions, args.modes, args.learning_rates)
-        table = run_comparison(
-            args.config,
-            args.seeds,
-            args.study,
-            out,
-            console,
-            conditions=conditions,
-            steps=args.steps,
-            learning_rate=args.learning_rate,
-            eval_prompts=args.eval_prompts,
-            checkpoints=args.checkpoints,
-            eval_samples=args.eval_samples,
-            command=command,
-        )
+        with remembered_interrupts():
+            table = run_comparison(
+                args.config,
+                args.seeds,
+                args.study,
+                out,
+                console,
+                conditions=conditions,
+                steps=args.steps,
+                learning_rate=args.learning_rate,
+                eval_prompts=args.eval_prompts,
+                checkpoints=args.checkpoints,
+                eval_samples=args.eval_samples,
+                command=command,
+            )
     except TokenShapeError as error:
         console.print(f"[bold red]error:[/] {error}")
         return 2

@@ -37,6 +37,7 @@ from tokenshape.experiments.checkpoints import (
 )
 from tokenshape.experiments.config import ExperimentConfig
 from tokenshape.experiments.grpo_args import grpo_config
+from tokenshape.experiments.interrupts import raise_if_interrupted
 from tokenshape.experiments.prompts import load_prompts
 from tokenshape.experiments.quiet import quiet_libraries
 from tokenshape.experiments.runs import RESULT_FILE, run_spec, write_json
@@ -57,6 +58,7 @@ class _Steps(TrainerCallback):
         self.progress = progress
 
     def on_step_end(self, args, state, control, **kwargs):
+        raise_if_interrupted()
         if self.progress is not None:
             self.progress(state.global_step, state.max_steps)
 
