@@ -10,8 +10,10 @@ Monte Carlo estimate whose standard error (0.03-0.08 nats with 64 held-out compl
 as large as the movement between checkpoints early in a run, so the raw estimates cross a level
 by noise, go below 0 and come back. The true KL to the starting policy along a run of small
 policy-gradient steps grows; the least-squares non-decreasing fit (isotonic regression) is the
-estimate that respects that, and checkpoints it cannot tell apart share one point. Conditions are compared with the reference condition seed by seed (same
-seed, same prompts and data order), with percentile-bootstrap 95% intervals over seeds.
+estimate that respects that, and checkpoints it cannot tell apart share one point.
+
+Conditions are compared with the reference condition seed by seed (same seed, same prompts and
+data order), with percentile-bootstrap 95% intervals over seeds.
 
 :func:`best_at` reads a family of reference runs (sparse GRPO at several learning rates) as one
 frontier: at each level, the member with the highest mean reward over seeds among those that
