@@ -347,12 +347,14 @@ def run_comparison(
     return _write_table(results, conditions, out, base, command or "", notes)
 
 
-def _paired(results: dict[str, list[dict]], read, *, name: str) -> tuple[Interval, Interval | None]:
-    """A condition's values and its paired differences with the reference, by seed."""
+def _paired(
+    results: dict[str, list[dict]], read, *, name: str, reference_name: str = REFERENCE
+) -> tuple[Interval, Interval | None]:
+    """A condition's values and its paired differences with ``reference_name``'s, by seed."""
     own = [read(run) for run in results[name]]
-    if name == REFERENCE:
+    if name == reference_name:
         return bootstrap_mean(own), None
-    reference = [read(run) for run in results[REFERENCE]]
+    reference = [read(run) for run in results[reference_name]]
     differences = [
         None if a is None or b is None else a - b for a, b in zip(own, reference, strict=False)
     ]
@@ -414,15 +416,13 @@ def _frontier_table(
             if best is None:
                 cells.append(f"{level:.{digits}f}: no sparse rate reaches it on every seed")
                 continue
-            differences = [
-                None if a is None or b is None else a - b
-                for a, b in zip(
-                    (reward_at(path(run, axis), level) for run in runs),
-                    (reward_at(path(run, axis), level) for run in family[best]),
-                    strict=True,
-                )
-            ]
-            cells.append(f"{level:.{digits}f}: {bootstrap_mean(differences).text()} vs {best}")
+            _, difference = _paired(
+                results,
+                lambda run, level=level: reward_at(path(run, axis), level),
+                name=name,
+                reference_name=best,
+            )
+            cells.append(f"{level:.{digits}f}: {difference.text()} vs {best}")
         cells += ["not reached"] * (3 - len(cells))
         rows.append(f"| {name} | " + " | ".join(cells) + " |")
     return rows
